@@ -1,0 +1,48 @@
+"""Injected dependencies: settings, the request's session (one transaction), owner, job."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from trainrun.db import queries
+from trainrun.db.tables import Job
+from trainrun.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One transaction per request: commit on success, roll back on error."""
+    with request.app.state.sessionmaker() as session, session.begin():
+        yield session
+
+
+def get_celery(request: Request) -> Celery:
+    return request.app.state.celery
+
+
+def get_owner(request: Request) -> str | None:
+    """The caller's owner name; ``None`` means "sees everything" (auth off, or admin)."""
+    return getattr(request.state, "owner", None)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+# scope="function": the commit happens before the response is sent, so a client that reads
+# right after a 201 always finds its job.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+OwnerDep = Annotated[str | None, Depends(get_owner)]
+
+
+def valid_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Job:
+    return queries.get_job(session, job_id, owner)
+
+
+JobDep = Annotated[Job, Depends(valid_job)]

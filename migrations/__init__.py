@@ -1,0 +1,1 @@
+"""Alembic migrations. Run with ``trainrun db upgrade`` (see ``trainrun.db.migrate``)."""

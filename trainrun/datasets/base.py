@@ -1,0 +1,96 @@
+"""The dataset catalogue, the in-memory table a source yields, and the seeded split."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from trainrun.catalog import Catalog
+
+Task = Literal["classification", "regression"]
+
+
+@dataclass(frozen=True)
+class Table:
+    """Features ``x`` (N, *sample_shape) float32; targets ``y``: class indices or (N, T) floats."""
+
+    x: np.ndarray
+    y: np.ndarray
+    task: Task
+    n_classes: int = 0  # classification only
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def target_dim(self) -> int:
+        return self.n_classes if self.task == "classification" else int(self.y.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass(frozen=True)
+class SplitArrays:
+    train: Table
+    val: Table
+    test: Table | None
+
+
+SourceLoader = Callable[[Any], Table]
+DATASETS: Catalog[SourceLoader] = Catalog("dataset")
+
+
+def load_table(source: str, params: Any) -> Table:
+    return DATASETS[source].build(params)
+
+
+def _subset(t: Table, idx: np.ndarray) -> Table:
+    return Table(t.x[idx], t.y[idx], t.task, t.n_classes)
+
+
+def split_table(
+    table: Table, train: float, val: float, test: float, seed: int, stratify: bool
+) -> SplitArrays:
+    """Seeded split; stratified on the class for classification when asked."""
+    idx = np.arange(len(table))
+    labels = table.y if (stratify and table.task == "classification") else None
+    rest = val + test
+    train_idx, rest_idx = train_test_split(
+        idx, train_size=train / (train + rest), random_state=seed, stratify=labels
+    )
+    test_idx: np.ndarray | None = None
+    if test > 0:
+        rest_labels = labels[rest_idx] if labels is not None else None
+        val_idx, test_idx = train_test_split(
+            rest_idx, train_size=val / rest, random_state=seed, stratify=rest_labels
+        )
+    else:
+        val_idx = rest_idx
+    return SplitArrays(
+        train=_subset(table, np.sort(train_idx)),
+        val=_subset(table, np.sort(val_idx)),
+        test=_subset(table, np.sort(test_idx)) if test_idx is not None else None,
+    )
+
+
+def standardize(split: SplitArrays) -> SplitArrays:
+    """Scale features with mean and std fitted on the training split only."""
+    axes = 0
+    mean = split.train.x.mean(axis=axes, keepdims=True)
+    std = split.train.x.std(axis=axes, keepdims=True)
+    std[std == 0] = 1.0
+
+    def apply(t: Table | None) -> Table | None:
+        if t is None:
+            return None
+        return Table(((t.x - mean) / std).astype(np.float32), t.y, t.task, t.n_classes)
+
+    train, val = apply(split.train), apply(split.val)
+    assert train is not None and val is not None
+    return SplitArrays(train, val, apply(split.test))

@@ -1,0 +1,1 @@
+"""Database layer: typed tables, engine/session factories and the queries both sides use."""

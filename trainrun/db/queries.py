@@ -1,0 +1,312 @@
+"""Every read and write of job state. Callers own the transaction; these only execute and flush.
+
+Writes made on behalf of a running attempt are fenced: they match ``attempt = :token`` and
+``status = 'running'``, so a worker that lost its lease can no longer change anything.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from trainrun.db.tables import FINAL_STATUSES, EpochFigures, Job, JobStatus, utcnow
+from trainrun.errors import NotFound
+
+FIGURE_FIELDS = (
+    "n",
+    "loss_sum",
+    "penalty",
+    "correct",
+    "ties",
+    "sse",
+    "sae",
+    "target_sum",
+    "target_sq_sum",
+    "target_count",
+    "seconds",
+)
+
+
+class Fenced(Exception):
+    """This attempt no longer owns the job (lease lost, re-claimed, or job ended)."""
+
+
+def create_job(
+    session: Session,
+    *,
+    name: str,
+    spec: dict[str, Any],
+    owner: str,
+    epochs_total: int,
+    parameter_count: int,
+    idempotency_key: str | None = None,
+) -> Job:
+    job = Job(
+        name=name,
+        spec=spec,
+        owner=owner,
+        epochs_total=epochs_total,
+        parameter_count=parameter_count,
+        idempotency_key=idempotency_key,
+        enqueued_at=utcnow(),
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: str, owner: str | None = None) -> Job:
+    """The job, or ``NotFound``; with ``owner`` set, another owner's job is also not found."""
+    job = session.get(Job, job_id)
+    if job is None or (owner is not None and job.owner != owner):
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+@dataclass(frozen=True)
+class Page:
+    jobs: Sequence[Job]
+    next_cursor: str | None
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, job_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), job_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("invalid cursor") from exc
+
+
+def list_jobs(
+    session: Session, *, owner: str | None, status: str | None, limit: int, cursor: str | None
+) -> Page:
+    """Newest first; the cursor is the (created_at, id) of the last row of the previous page."""
+    q = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    if owner is not None:
+        q = q.where(Job.owner == owner)
+    if status is not None:
+        q = q.where(Job.status == status)
+    if cursor:
+        created, job_id = _decode_cursor(cursor)
+        q = q.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+    rows = session.scalars(q).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, _encode_cursor(rows[-1]) if more and rows else None)
+
+
+def mark_enqueued(session: Session, job_id: str) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow()))
+
+
+def claim_job(
+    session: Session, job_id: str, worker: str, lease_seconds: float, max_attempts: int
+) -> int | None:
+    """Atomically take a queued job (or one whose lease expired); returns the fencing token."""
+    now = utcnow()
+    claimable = or_(
+        Job.status == JobStatus.queued.value,
+        and_(Job.status == JobStatus.running.value, Job.lease_expires_at < now),
+    )
+    row = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id, claimable, Job.attempt < max_attempts, Job.cancel_requested.is_(False)
+        )
+        .values(
+            status=JobStatus.running.value,
+            attempt=Job.attempt + 1,
+            worker=worker,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            heartbeat_at=now,
+            started_at=func.coalesce(Job.started_at, now),
+            updated_at=now,
+        )
+        .returning(Job.attempt)
+    ).first()
+    return None if row is None else int(row[0])
+
+
+def _fenced(job_id: str, token: int) -> Any:
+    return and_(Job.id == job_id, Job.attempt == token, Job.status == JobStatus.running.value)
+
+
+def heartbeat(session: Session, job_id: str, token: int, lease_seconds: float) -> bool:
+    """Extend the lease; returns whether a cancel was requested. Raises ``Fenced`` if lost."""
+    now = utcnow()
+    row = session.execute(
+        update(Job)
+        .where(_fenced(job_id, token))
+        .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .returning(Job.cancel_requested)
+    ).first()
+    if row is None:
+        raise Fenced(job_id)
+    return bool(row[0])
+
+
+def record_epoch(
+    session: Session,
+    job_id: str,
+    token: int,
+    epoch: int,
+    figures: dict[str, dict[str, Any]],
+    lease_seconds: float,
+) -> bool:
+    """Upsert one epoch's figures (one row per phase) and advance the job, under the fence.
+
+    Returns whether a cancel was requested.
+    """
+    now = utcnow()
+    row = session.execute(
+        update(Job)
+        .where(_fenced(job_id, token))
+        .values(
+            epoch_reached=func.max(Job.epoch_reached, epoch)
+            if _is_sqlite(session)
+            else func.greatest(Job.epoch_reached, epoch),
+            heartbeat_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            updated_at=now,
+        )
+        .returning(Job.cancel_requested)
+    ).first()
+    if row is None:
+        raise Fenced(job_id)
+    rows = [
+        {
+            "job_id": job_id,
+            "epoch": epoch,
+            "phase": phase,
+            "attempt": token,
+            "created_at": now,
+            **{k: stats.get(k) for k in FIGURE_FIELDS},
+        }
+        for phase, stats in figures.items()
+    ]
+    if rows:
+        insert = (sqlite.insert if _is_sqlite(session) else postgresql.insert)(EpochFigures)
+        stmt = insert.values(rows)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["job_id", "epoch", "phase"],
+            set_={k: getattr(stmt.excluded, k) for k in (*FIGURE_FIELDS, "attempt", "created_at")},
+        )
+        session.execute(stmt)
+    return bool(row[0])
+
+
+def finish_job(
+    session: Session, job_id: str, token: int, status: JobStatus, error: str | None = None
+) -> None:
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(_fenced(job_id, token))
+        .values(
+            status=status.value, error=error, finished_at=now, lease_expires_at=None, updated_at=now
+        )
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise Fenced(job_id)
+
+
+def release_job(session: Session, job_id: str, token: int) -> None:
+    """Give a running job back to the queue (worker shutting down); the attempt is not counted.
+
+    ``enqueued_at`` is cleared: the next reaper sweep on any live worker rings its doorbell.
+    """
+    result = session.execute(
+        update(Job)
+        .where(_fenced(job_id, token))
+        .values(
+            status=JobStatus.queued.value,
+            attempt=Job.attempt - 1,
+            lease_expires_at=None,
+            worker=None,
+            enqueued_at=None,
+            updated_at=utcnow(),
+        )
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise Fenced(job_id)
+
+
+def request_cancel(session: Session, job: Job) -> Job:
+    """Queued jobs end at once; running ones are stopped by their worker between batches."""
+    if JobStatus(job.status) in FINAL_STATUSES:
+        return job
+    now = utcnow()
+    if job.status == JobStatus.queued.value:
+        job.status = JobStatus.cancelled.value
+        job.finished_at = now
+    job.cancel_requested = True
+    job.updated_at = now
+    session.flush()
+    return job
+
+
+def figures_for_job(session: Session, job_id: str, since_epoch: int = 0) -> Sequence[EpochFigures]:
+    q = (
+        select(EpochFigures)
+        .where(EpochFigures.job_id == job_id, EpochFigures.epoch > since_epoch)
+        .order_by(EpochFigures.epoch, EpochFigures.phase)
+    )
+    return session.scalars(q).all()
+
+
+def stale_jobs(session: Session, *, queued_before: datetime, limit: int = 100) -> Sequence[Job]:
+    """Running jobs whose lease expired, and queued jobs whose doorbell may have been lost."""
+    now = utcnow()
+    q = (
+        select(Job)
+        .where(
+            or_(
+                and_(Job.status == JobStatus.running.value, Job.lease_expires_at < now),
+                and_(
+                    Job.status == JobStatus.queued.value,
+                    or_(Job.enqueued_at.is_(None), Job.enqueued_at < queued_before),
+                ),
+            )
+        )
+        .order_by(Job.created_at)
+        .limit(limit)
+    )
+    return session.scalars(q).all()
+
+
+def fail_exhausted(session: Session, max_attempts: int) -> int:
+    """Jobs whose lease expired on their last allowed attempt end as failed."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.status == JobStatus.running.value,
+            Job.lease_expires_at < now,
+            Job.attempt >= max_attempts,
+        )
+        .values(
+            status=JobStatus.failed.value,
+            finished_at=now,
+            lease_expires_at=None,
+            error=f"worker lost on each of {max_attempts} attempts",
+            updated_at=now,
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _is_sqlite(session: Session) -> bool:
+    return session.get_bind().dialect.name == "sqlite"

@@ -1,0 +1,35 @@
+"""Domain errors. Each carries its HTTP status; the API renders them in one handler."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class TrainrunError(Exception):
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class SpecError(TrainrunError):
+    """A spec that parses but cannot be built or trained; ``loc`` is the path into the spec."""
+
+    status_code = 422
+
+    def __init__(self, loc: Sequence[str | int], message: str) -> None:
+        super().__init__(message)
+        self.loc = tuple(loc)
+
+    def __str__(self) -> str:
+        path = ".".join(str(p) for p in self.loc)
+        return f"{path}: {self.message}" if path else self.message
+
+
+class NotFound(TrainrunError):
+    status_code = 404
+
+
+class Conflict(TrainrunError):
+    status_code = 409

@@ -1,0 +1,67 @@
+"""The optimizer catalogue: params schema plus a builder over a module's parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from pydantic import Field
+
+from trainrun.catalog import Catalog, KindSpec, Params, tagged_union
+
+OptimizerBuilder = Callable[[Any, Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+OPTIMIZERS: Catalog[OptimizerBuilder] = Catalog("optimizer")
+
+
+class SgdParams(Params):
+    lr: float = Field(default=0.01, gt=0)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(default=0.0, ge=0, description="decoupled from the loss")
+
+
+@OPTIMIZERS.register("sgd", SgdParams)
+def _sgd(p: SgdParams, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Stochastic gradient descent, with optional (Nesterov) momentum."""
+    return torch.optim.SGD(
+        params,
+        lr=p.lr,
+        momentum=p.momentum,
+        nesterov=p.nesterov,
+        weight_decay=p.weight_decay,
+        foreach=True,
+    )
+
+
+class AdamParams(Params):
+    lr: float = Field(default=1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(default=1e-8, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+
+
+@OPTIMIZERS.register("adam", AdamParams)
+def _adam(p: AdamParams, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Adam; ``weight_decay`` here is the coupled (L2-in-gradient) form, as torch defines it."""
+    return torch.optim.Adam(
+        params, lr=p.lr, betas=p.betas, eps=p.eps, weight_decay=p.weight_decay, foreach=True
+    )
+
+
+@OPTIMIZERS.register("adamw", AdamParams)
+def _adamw(p: AdamParams, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Adam with decoupled weight decay."""
+    return torch.optim.AdamW(
+        params, lr=p.lr, betas=p.betas, eps=p.eps, weight_decay=p.weight_decay, foreach=True
+    )
+
+
+if TYPE_CHECKING:
+    OptimizerSpec = KindSpec
+else:
+    OptimizerSpec = tagged_union(OPTIMIZERS, "kind")
+
+
+def build_optimizer(spec: Any, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    return OPTIMIZERS[spec.kind].build(spec, params)

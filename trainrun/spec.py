@@ -1,0 +1,95 @@
+"""Job spec v1: the declarative description of one training run. Unknown fields are rejected."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from models import ModelSpec
+from trainrun.catalog import Params, tagged_union
+from trainrun.datasets import DATASETS
+from trainrun.objectives import LossSpec
+from trainrun.optim import OptimizerSpec
+
+
+class Split(Params):
+    train: float = Field(default=0.8, gt=0, lt=1)
+    val: float = Field(default=0.2, gt=0, lt=1)
+    test: float = Field(default=0.0, ge=0, lt=1)
+    stratify: bool = True
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> Split:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
+class DataCommon(Params):
+    split: Split = Field(default_factory=Split)
+    standardize: bool = Field(default=False, description="scale features by train-split statistics")
+
+
+if TYPE_CHECKING:
+
+    class DataSpec(DataCommon):
+        source: str
+        params: Params
+
+else:
+    DataSpec = tagged_union(DATASETS, "source", base=DataCommon, nest="params")
+
+
+class Regularization(Params):
+    """Explicit penalties added to the training objective and recorded as their own series."""
+
+    l1: float = Field(default=0.0, ge=0)
+    l2: float = Field(default=0.0, ge=0)
+
+
+class Training(Params):
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    shuffle: bool = True
+
+
+class TrainEval(Params):
+    every: int = Field(default=1, ge=1, description="re-evaluate the training set every k epochs")
+    subset: int | None = Field(default=None, ge=1, description="a fixed seeded subset of m rows")
+
+
+class Evaluation(Params):
+    train_eval: TrainEval = Field(default_factory=TrainEval)
+    eval_batch_size: int | Literal["auto"] = "auto"
+
+    @model_validator(mode="after")
+    def _positive(self) -> Evaluation:
+        if isinstance(self.eval_batch_size, int) and self.eval_batch_size < 1:
+            raise ValueError("eval_batch_size must be 'auto' or a positive integer")
+        return self
+
+
+class Resources(Params):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32"] = "fp32"
+
+
+_ADAM: Any = {"kind": "adam"}  # the default optimizer, validated like a submitted one
+
+
+class JobSpec(Params):
+    version: Literal[1] = 1
+    name: str = Field(min_length=1, max_length=200)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    data: DataSpec
+    model: ModelSpec
+    loss: LossSpec
+    optimizer: OptimizerSpec = Field(default_factory=lambda: _ADAM)
+    regularization: Regularization = Field(default_factory=Regularization)
+    training: Training = Field(default_factory=Training)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    resources: Resources = Field(default_factory=Resources)
+
+    model_config = {**Params.model_config, "validate_default": True}

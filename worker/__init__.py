@@ -1,0 +1,1 @@
+"""Celery worker: the app, the task that runs one job, and the training engine."""

@@ -1,0 +1,90 @@
+"""The one Celery task, a thin shell over ``worker.runner.execute_job``.
+
+Process state (engine, session factory, drain flag) is built in each pool child after the
+fork, never in the parent, so no database connection or CUDA context crosses a fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from trainrun.db.engine import make_engine, make_sessionmaker
+from trainrun.settings import Settings, get_settings
+from worker.celery_app import RUN_JOB, app
+from worker.runner import execute_job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProcessState:
+    settings: Settings
+    engine: Engine
+    factory: sessionmaker[Session]
+    drain: threading.Event
+
+
+_state: ProcessState | None = None
+
+
+def process_state() -> ProcessState:
+    global _state
+    if _state is None:
+        settings = get_settings()
+        engine = make_engine(settings)
+        _state = ProcessState(settings, engine, make_sessionmaker(engine), threading.Event())
+    return _state
+
+
+@worker_process_init.connect
+def _init_child(**_: Any) -> None:
+    process_state()
+
+
+def _drain_on_sigterm(state: ProcessState) -> None:
+    """SIGTERM stops the loop between batches and hands the job back to the queue.
+
+    Installed when the task starts: billiard resets the child's signal handlers after
+    ``worker_process_init`` has run.
+    """
+
+    def on_term(signum: int, frame: Any) -> None:
+        state.drain.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+_reaper_stop: threading.Event | None = None
+
+
+@worker_shutting_down.connect
+def _drain_children(**_: Any) -> None:
+    """Warm shutdown waits for running tasks; tell them to hand their jobs back instead."""
+    from worker.lifecycle import signal_pool_children
+
+    if _reaper_stop is not None:
+        _reaper_stop.set()  # a draining worker must not ring doorbells it would answer itself
+    signal_pool_children(signal.SIGTERM)
+
+
+@worker_ready.connect
+def _start_reaper(**_: Any) -> None:
+    global _reaper_stop
+    from worker.reaper import start_reaper_thread
+
+    _reaper_stop = start_reaper_thread(get_settings(), app)
+
+
+@app.task(name=RUN_JOB, acks_late=True, ignore_result=True)
+def run_job(job_id: str) -> str:
+    state = process_state()
+    _drain_on_sigterm(state)
+    return execute_job(job_id, state.settings, state.factory, state.drain).value
