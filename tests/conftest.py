@@ -88,7 +88,7 @@ def sqlite_settings(tmp_path: Path) -> Settings:
 def any_settings(request: pytest.FixtureRequest) -> Settings:
     """Run the test on both backends."""
     name = "sqlite_settings" if request.param == "sqlite" else "pg_settings"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+    return request.getfixturevalue(name)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +26,7 @@ def free_port() -> int:
 
 
 def wait_for(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float = 60.0,
     interval: float = 0.1,
     what: str = "condition",
@@ -67,10 +67,8 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
     def signal_group(self, signum: int) -> None:
-        try:
+        with suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:

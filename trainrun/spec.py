@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from models import ModelSpec
 from trainrun.catalog import Params, tagged_union
 from trainrun.datasets import DATASETS
 from trainrun.objectives import LossSpec
 from trainrun.optim import OptimizerSpec
+from trainrun.schedules import SchedulerSpec
 
 
 class Split(Params):
@@ -49,10 +50,55 @@ class Regularization(Params):
     l2: float = Field(default=0.0, ge=0)
 
 
+PHASES_MONITORED = ("train", "train_eval", "val")
+METRICS = ("loss", "accuracy", "tie_rate", "penalty", "mse", "mae", "r2")
+HIGHER_IS_BETTER = frozenset({"accuracy", "r2"})
+
+
+class EarlyStopping(Params):
+    monitor: str = Field(default="val.loss", description="`phase.metric`, e.g. val.accuracy")
+    mode: Literal["auto", "min", "max"] = "auto"
+    patience: int = Field(default=10, ge=1, description="epochs without improvement to wait")
+    min_delta: float = Field(default=0.0, ge=0, description="smallest change that counts")
+    restore_best: bool = Field(default=True, description="test and export the best weights")
+
+    @field_validator("monitor")
+    @classmethod
+    def _known_monitor(cls, monitor: str) -> str:
+        phase, _, metric = monitor.partition(".")
+        if phase not in PHASES_MONITORED or metric not in METRICS:
+            raise ValueError(
+                f"monitor must be <phase>.<metric> with phase in {', '.join(PHASES_MONITORED)} "
+                f"and metric in {', '.join(METRICS)}; got {monitor!r}"
+            )
+        return monitor
+
+    @property
+    def phase(self) -> str:
+        return self.monitor.partition(".")[0]
+
+    @property
+    def metric(self) -> str:
+        return self.monitor.partition(".")[2]
+
+    @property
+    def maximize(self) -> bool:
+        return self.mode == "max" or (self.mode == "auto" and self.metric in HIGHER_IS_BETTER)
+
+
+class GradClip(Params):
+    max_norm: float = Field(gt=0, description="clip the global gradient norm to this")
+
+
 class Training(Params):
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=256, ge=1)
     shuffle: bool = True
+    early_stopping: EarlyStopping | None = None
+    grad_clip: GradClip | None = None
+    checkpoint_every: int = Field(
+        default=1, ge=1, description="epochs between resumable checkpoints"
+    )
 
 
 class TrainEval(Params):
@@ -87,6 +133,7 @@ class JobSpec(Params):
     model: ModelSpec
     loss: LossSpec
     optimizer: OptimizerSpec = Field(default_factory=lambda: _ADAM)
+    scheduler: SchedulerSpec | None = None
     regularization: Regularization = Field(default_factory=Regularization)
     training: Training = Field(default_factory=Training)
     evaluation: Evaluation = Field(default_factory=Evaluation)

@@ -23,7 +23,8 @@ from trainrun.errors import SpecError
 from trainrun.planning import prepare_data
 from trainrun.settings import Settings
 from trainrun.spec import JobSpec
-from worker.engine import JobFailure, Stopped, train
+from worker.artifacts import ArtifactStore
+from worker.engine import Hooks, JobFailure, Stopped, train
 from worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,17 @@ def execute_job(
             hb.fenced.set()
             raise Stopped("fenced") from None
 
+    store = ArtifactStore(factory, settings, job_id, token)
     try:
         spec = JobSpec.model_validate(raw_spec)
-        train(spec, prepare_data(spec), on_epoch, should_stop)
+        hooks = Hooks(on_epoch, should_stop, store.save_checkpoint, store.load_checkpoint())
+        if hooks.resume is not None:
+            log.info("job %s: resuming after epoch %s", job_id, hooks.resume.epoch)
+        result = train(spec, prepare_data(spec), hooks)
+        store.save_model(result, raw_spec)
         return _end(factory, job_id, token, JobStatus.succeeded)
+    except queries.Fenced:
+        return Outcome.fenced
     except Stopped as stop:
         if stop.reason == "cancel":
             return _end(factory, job_id, token, JobStatus.cancelled, "cancelled on request")

@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from trainrun.db.tables import FINAL_STATUSES, EpochFigures, Job, JobStatus, utcnow
+from trainrun.db.tables import FINAL_STATUSES, Artifact, EpochFigures, Job, JobStatus, utcnow
 from trainrun.errors import NotFound
 
 FIGURE_FIELDS = (
@@ -310,3 +310,40 @@ def fail_exhausted(session: Session, max_attempts: int) -> int:
 
 def _is_sqlite(session: Session) -> bool:
     return session.get_bind().dialect.name == "sqlite"
+
+
+def record_artifact(
+    session: Session,
+    job_id: str,
+    token: int,
+    *,
+    kind: str,
+    path: str,
+    size: int,
+    sha256: str,
+    epoch: int,
+) -> str | None:
+    """Point the job's ``kind`` artifact at a new file, under the fence.
+
+    Returns the path it replaced (the caller deletes that file), or None.
+    """
+    fenced = session.execute(update(Job).where(_fenced(job_id, token)).values(updated_at=utcnow()))
+    if fenced.rowcount == 0:  # type: ignore[attr-defined]
+        raise Fenced(job_id)
+    current = session.scalars(
+        select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind)
+    ).first()
+    previous = current.path if current is not None else None
+    if current is None:
+        current = Artifact(job_id=job_id, kind=kind)
+        session.add(current)
+    current.path, current.bytes, current.sha256 = path, size, sha256
+    current.epoch, current.attempt, current.created_at = epoch, token, utcnow()
+    session.flush()
+    return previous if previous != path else None
+
+
+def get_artifact(session: Session, job_id: str, kind: str) -> Artifact | None:
+    return session.scalars(
+        select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind)
+    ).first()

@@ -1,8 +1,9 @@
 """The training loop: per epoch a ``train`` pass (train mode), a ``train_eval`` pass (eval mode
-over the training set) and a ``val`` pass; ``test`` once at the end.
+over the training set) and a ``val`` pass; ``test`` once at the end, on the best weights.
 
-The loop is a plain function. It reports each epoch through ``on_epoch`` before starting the
-next, and polls ``should_stop`` between batches (cancel or drain).
+The loop is a plain function. It reports each epoch through ``hooks.on_epoch`` before
+starting the next, polls ``hooks.should_stop`` between batches (cancel or drain), hands a
+resumable state to ``hooks.on_checkpoint`` and can start from ``hooks.resume``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,8 +22,11 @@ from trainrun.datasets import SplitArrays
 from trainrun.objectives import Objective, bind_objective
 from trainrun.optim import build_optimizer
 from trainrun.planning import check_loss
+from trainrun.schedules import Horizon, build_scheduler, steps_per_batch
 from trainrun.spec import JobSpec
+from worker.engine import state as run_state
 from worker.engine.data import DeviceSplit, DeviceTable, batch_indices
+from worker.engine.early_stopping import EarlyStopper
 from worker.engine.metrics import PhaseStats
 
 Figures = dict[str, dict[str, Any]]  # phase -> stored statistics
@@ -42,11 +46,28 @@ class JobFailure(Exception):
     """The job cannot go on; the message tells the user what to change."""
 
 
+def _never() -> str | None:
+    return None
+
+
+@dataclass
+class Hooks:
+    on_epoch: EpochHook
+    should_stop: Callable[[], str | None] = _never
+    on_checkpoint: Callable[[run_state.TrainState], None] | None = None
+    resume: run_state.TrainState | None = None
+
+
 @dataclass
 class TrainResult:
     epochs_run: int
     final: Figures
     model: nn.Module
+    input_shape: tuple[int, ...]
+    output_width: int
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -70,6 +91,12 @@ def penalty_term(model: nn.Module, l1: float, l2: float) -> Tensor | float:
     return total
 
 
+def penalty_value(model: nn.Module, l1: float, l2: float) -> float:
+    """The penalty of the current weights, as recorded for the eval-mode phases."""
+    with torch.no_grad():
+        return float(penalty_term(model, l1, l2))
+
+
 def _data_term(objective: Objective, out: Tensor, y: Tensor) -> Tensor:
     try:
         return objective.per_sample(out, y)
@@ -81,6 +108,12 @@ def _data_term(objective: Objective, out: Tensor, y: Tensor) -> Tensor:
                 "bce_with_logits on raw scores"
             ) from None
         raise
+
+
+def _check_stop(should_stop: Callable[[], str | None]) -> None:
+    reason = should_stop()
+    if reason:
+        raise Stopped(reason)
 
 
 def evaluate(
@@ -103,12 +136,6 @@ def evaluate(
     return stats
 
 
-def _check_stop(should_stop: Callable[[], str | None]) -> None:
-    reason = should_stop()
-    if reason:
-        raise Stopped(reason)
-
-
 def _finite_or_fail(epoch: int, phase: str, row: dict[str, Any]) -> None:
     if not math.isfinite(row["loss_sum"]):
         raise JobFailure(
@@ -126,12 +153,7 @@ def _train_eval_rows(spec: JobSpec, table: DeviceTable) -> DeviceTable:
     return table.take(idx)
 
 
-def train(
-    spec: JobSpec,
-    arrays: SplitArrays,
-    on_epoch: EpochHook,
-    should_stop: Callable[[], str | None] = lambda: None,
-) -> TrainResult:
+def train(spec: JobSpec, arrays: SplitArrays, hooks: Hooks) -> TrainResult:
     device = resolve_device(spec.resources.device)
     torch.manual_seed(spec.seed)
     widths = check_loss(spec, arrays.train)
@@ -141,26 +163,45 @@ def train(
     objective = bind_objective(spec.loss, arrays.train, built.output_shape[0])
     optimizer = build_optimizer(spec.optimizer, model.parameters())
     data = DeviceSplit.from_arrays(arrays, device)
+    cfg = spec.training
+    batches = math.ceil(len(data.train) / cfg.batch_size)
+    scheduler = (
+        build_scheduler(spec.scheduler, optimizer, Horizon(cfg.epochs, batches))
+        if spec.scheduler is not None
+        else None
+    )
+    per_batch_schedule = spec.scheduler is not None and steps_per_batch(spec.scheduler)
+    stopper = EarlyStopper(cfg.early_stopping) if cfg.early_stopping is not None else None
+    order_gen = torch.Generator(device=device).manual_seed(spec.seed)
     train_eval_rows = _train_eval_rows(spec, data.train)
     reg = spec.regularization
     eval_bs = spec.evaluation.eval_batch_size
-    eval_batch = max(spec.training.batch_size, AUTO_EVAL_BATCH) if eval_bs == "auto" else eval_bs
-    order_gen = torch.Generator(device=device).manual_seed(spec.seed)
+    eval_batch = max(cfg.batch_size, AUTO_EVAL_BATCH) if eval_bs == "auto" else eval_bs
+
+    start = 1
+    if hooks.resume is not None:
+        run_state.restore(hooks.resume, model, optimizer, scheduler, order_gen, stopper, device)
+        start = hooks.resume.epoch + 1
+
+    def checkpoint(epoch: int) -> None:
+        if hooks.on_checkpoint is not None:
+            hooks.on_checkpoint(
+                run_state.capture(epoch, model, optimizer, scheduler, order_gen, stopper)
+            )
 
     figures: Figures = {}
-    epoch = 0
-    for epoch in range(1, spec.training.epochs + 1):
+    epoch = start - 1
+    stopped_early = False
+    for epoch in range(start, cfg.epochs + 1):
         figures = {}
         # -- train: train mode, figures as the optimisation loop saw them
         t0 = time.perf_counter()
         model.train()
         stats = PhaseStats(objective.task, device, objective.threshold)
         n = len(data.train)
-        order = (
-            torch.randperm(n, generator=order_gen, device=device) if spec.training.shuffle else None
-        )
-        for idx in batch_indices(n, spec.training.batch_size, order):
-            _check_stop(should_stop)
+        order = torch.randperm(n, generator=order_gen, device=device) if cfg.shuffle else None
+        for idx in batch_indices(n, cfg.batch_size, order):
+            _check_stop(hooks.should_stop)
             x, y = data.train.x[idx], data.train.y[idx]
             out = model(x)
             data_term = _data_term(objective, out, y)
@@ -168,28 +209,55 @@ def train(
             loss = data_term.mean() + penalty
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip.max_norm, foreach=True)
             optimizer.step()
+            if per_batch_schedule:
+                assert scheduler is not None
+                scheduler.step()
             stats.add(out, y, data_term, penalty)
         figures["train"] = stats.figures(time.perf_counter() - t0)
         _finite_or_fail(epoch, "train", figures["train"])
 
-        current_penalty = float(penalty_term(model, reg.l1, reg.l2))
+        # -- eval mode: the training set (every k epochs, or a subset) and validation
+        current_penalty = penalty_value(model, reg.l1, reg.l2)
         phases: list[tuple[str, DeviceTable]] = []
-        if (epoch - 1) % spec.evaluation.train_eval.every == 0 or epoch == spec.training.epochs:
+        if (epoch - 1) % spec.evaluation.train_eval.every == 0 or epoch == cfg.epochs:
             phases.append(("train_eval", train_eval_rows))
         phases.append(("val", data.val))
         for phase, table in phases:
             t0 = time.perf_counter()
-            stats = evaluate(model, table, objective, eval_batch, current_penalty, should_stop)
+            stats = evaluate(
+                model, table, objective, eval_batch, current_penalty, hooks.should_stop
+            )
             figures[phase] = stats.figures(time.perf_counter() - t0)
             _finite_or_fail(epoch, phase, figures[phase])
-        on_epoch(epoch, figures)
+        hooks.on_epoch(epoch, figures)
 
+        if scheduler is not None and not per_batch_schedule:
+            scheduler.step()
+        stopped_early = stopper is not None and stopper.update(epoch, figures, model)
+        if stopped_early or epoch % cfg.checkpoint_every == 0:
+            checkpoint(epoch)
+        if stopped_early:
+            break
+
+    best_epoch = stopper.best_epoch if stopper is not None else None
+    if stopper is not None and stopper.best_weights is not None:
+        model.load_state_dict(stopper.best_weights)
     if data.test is not None:
         t0 = time.perf_counter()
-        current_penalty = float(penalty_term(model, reg.l1, reg.l2))
-        stats = evaluate(model, data.test, objective, eval_batch, current_penalty, should_stop)
+        test_penalty = penalty_value(model, reg.l1, reg.l2)
+        stats = evaluate(model, data.test, objective, eval_batch, test_penalty, hooks.should_stop)
         test = {"test": stats.figures(time.perf_counter() - t0)}
-        on_epoch(epoch, test)
+        hooks.on_epoch(best_epoch or epoch, test)
         figures.update(test)
-    return TrainResult(epoch, figures, model)
+    return TrainResult(
+        epoch,
+        figures,
+        model,
+        arrays.train.sample_shape,
+        built.output_shape[0],
+        best_epoch,
+        stopped_early,
+    )
