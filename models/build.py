@@ -13,11 +13,9 @@ from torch import nn
 from models.layers import ACTIVATIONS, LAYERS, Shape, ShapeError
 from trainrun.catalog import (
     Catalog,
-    KindSpec,
     NamedEntry,
     Params,
     single_key_union,
-    tagged_union,
 )
 
 
@@ -131,12 +129,6 @@ def _mlp(p: MlpParams, ctx: BuildContext) -> Built:
     return build_layers(
         mlp_layers(p, len(ctx.input_shape), ctx.output_dim), ctx.input_shape, loc="hidden"
     )
-
-
-if TYPE_CHECKING:
-    ModelSpec = KindSpec
-else:
-    ModelSpec = tagged_union(MODELS, "kind")
 
 
 def build_model(spec: Any, ctx: BuildContext) -> Built:
