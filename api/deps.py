@@ -9,8 +9,10 @@ from celery import Celery
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from api.auth import ANONYMOUS
 from trainrun.db import queries
 from trainrun.db.tables import Job
+from trainrun.db.tokens import Principal
 from trainrun.settings import Settings
 
 
@@ -28,9 +30,14 @@ def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
+def get_principal(request: Request) -> Principal:
+    """The caller, resolved by ``api.auth.require_principal`` on every ``/v1`` route."""
+    return getattr(request.state, "principal", ANONYMOUS)
+
+
 def get_owner(request: Request) -> str | None:
-    """The caller's owner name; ``None`` means "sees everything" (auth off, or admin)."""
-    return getattr(request.state, "owner", None)
+    """The owner filter for reads; ``None`` means "sees everything" (auth off, or admin)."""
+    return get_principal(request).visible_owner
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -39,6 +46,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 OwnerDep = Annotated[str | None, Depends(get_owner)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def valid_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Job:

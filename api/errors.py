@@ -16,7 +16,7 @@ async def _trainrun_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TrainrunError)
     if isinstance(exc, SpecError):
         return JSONResponse({"detail": spec_error_detail(exc)}, status_code=exc.status_code)
-    return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+    return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=exc.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -5,11 +5,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
+from api.auth import require_principal
+from api.body_limit import BodySizeLimit
 from api.errors import install_error_handlers
-from api.routes import health, jobs
+from api.ratelimit import RateLimiter
+from api.routes import (
+    artifacts,
+    compare,
+    curves,
+    datasets,
+    diagnosis,
+    events,
+    health,
+    jobs,
+)
 from trainrun import __version__
 from trainrun.db.engine import make_engine, make_sessionmaker
 from trainrun.settings import Settings, get_settings
@@ -30,6 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.celery = make_celery(settings)
+        app.state.rate_limiter = RateLimiter(
+            settings.limits.requests_per_minute, settings.limits.request_burst
+        )
         try:
             yield
         finally:
@@ -43,6 +58,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=_operation_id,
     )
     install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.limits.max_body_bytes,
+        exempt=lambda path: path.startswith("/v1/datasets"),  # uploads have their own limit
+    )
     app.include_router(health.router)
-    app.include_router(jobs.router)
+    v1 = [Depends(require_principal)]  # every /v1 route: bearer token (if on) and rate limit
+    for router in (
+        jobs.router,
+        curves.router,
+        events.router,
+        compare.router,
+        diagnosis.router,
+        artifacts.router,
+        datasets.router,
+    ):
+        app.include_router(router, dependencies=v1)
     return app

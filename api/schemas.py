@@ -60,6 +60,13 @@ class JobsPublic(BaseModel):
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
 
 
+class SamplingPublic(BaseModel):
+    method: str = Field(description="minmax: per bucket, each series' min and max epochs kept")
+    buckets: int
+    epochs_total: int = Field(description="epochs stored; `epochs` holds a subset of them")
+    points: int = Field(description="epochs returned")
+
+
 class CurvesPublic(BaseModel):
     job_id: str
     status: str
@@ -67,4 +74,7 @@ class CurvesPublic(BaseModel):
     epochs: list[int]
     series: dict[str, dict[str, list[float | None]]] = Field(
         description="phase -> metric -> values aligned with `epochs` (null where not measured)"
+    )
+    sampling: SamplingPublic | None = Field(
+        default=None, description="how `epochs` was downsampled (?max_points=); null: every epoch"
     )

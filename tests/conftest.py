@@ -19,13 +19,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from trainrun.db.engine import make_engine, make_sessionmaker
 from trainrun.db.migrate import upgrade
+from trainrun.db.tables import Base
 from trainrun.settings import Settings
 
 PG_ADMIN_URL = os.environ.get(
     "TRAINRUN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("TRAINRUN_TEST_REDIS", "redis://127.0.0.1:6379/0")
-TABLES = ("epoch_figures", "artifacts", "jobs")
+TABLES = tuple(t.name for t in reversed(Base.metadata.sorted_tables))
 
 
 def _with_database(url: str, name: str) -> str:

@@ -1,4 +1,5 @@
-"""The ``trainrun`` command: run the service (embedded or as separate production processes)."""
+"""The ``trainrun`` command: run the service (embedded or as separate production processes),
+and talk to a running one (submit, jobs, show, watch, curves, cancel, diagnose)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 
+from trainrun import cli_client
 from trainrun.settings import Settings, get_settings
 
 log = logging.getLogger("trainrun")
@@ -138,9 +140,34 @@ def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
         pass
 
 
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from trainrun.db.engine import make_engine, make_sessionmaker, transaction
+    from trainrun.db.tokens import create_token, revoke_owner_tokens
+
+    engine = make_engine(settings)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            if args.action == "create":
+                token = create_token(session, args.owner, name=args.name, admin=args.admin)
+                print(token)
+                print(
+                    f"token for owner '{args.owner}'{' (admin)' if args.admin else ''}; "
+                    "it is shown only once",
+                    file=sys.stderr,
+                )
+            else:
+                count = revoke_owner_tokens(session, args.owner)
+                print(f"revoked {count} token(s) of owner '{args.owner}'", file=sys.stderr)
+    finally:
+        engine.dispose()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainrun", description=__doc__)
+    cli_client.add_global_options(parser, in_subcommand=False)
     sub = parser.add_subparsers(dest="command", required=True)
+    cli_client.add_client_commands(sub)
 
     serve = sub.add_parser("serve", help="embedded mode: API + one worker, SQLite under ./var")
     serve.add_argument("--host", default="127.0.0.1")
@@ -159,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     reaper = sub.add_parser("reaper", help="re-queue jobs of dead workers, re-send lost messages")
     reaper.set_defaults(func=cmd_reaper)
 
+    token = sub.add_parser("token", help="API tokens (only their hashes are stored)")
+    token.add_argument("action", choices=["create", "revoke"])
+    token.add_argument("--owner", required=True, help="jobs submitted with it belong to this owner")
+    token.add_argument("--name", default="", help="a label for the token")
+    token.add_argument("--admin", action="store_true", help="sees every owner's jobs")
+    token.set_defaults(func=cmd_token)
+
     db = sub.add_parser("db", help="database migrations")
     db.add_argument("action", choices=["upgrade", "downgrade"])
     db.add_argument("revision", nargs="?", help="default: head (upgrade) or -1 (downgrade)")
@@ -168,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "client_handler"):  # talks to a service: no settings, no log setup
+        return cli_client.run(args)
     settings = get_settings()
     _logging(settings)
     return int(args.func(args, settings))

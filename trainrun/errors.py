@@ -8,9 +8,10 @@ from collections.abc import Sequence
 class TrainrunError(Exception):
     status_code = 400
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = headers or {}
 
 
 class SpecError(TrainrunError):
@@ -33,3 +34,18 @@ class NotFound(TrainrunError):
 
 class Conflict(TrainrunError):
     status_code = 409
+
+
+class Unauthorized(TrainrunError):
+    status_code = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"WWW-Authenticate": "Bearer"})
+
+
+class TooManyRequests(TrainrunError):
+    status_code = 429
+
+
+class PayloadTooLarge(TrainrunError):
+    status_code = 413

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 CLASSIFICATION_METRICS = ("loss", "accuracy", "tie_rate", "penalty")
 REGRESSION_METRICS = ("loss", "mse", "mae", "r2", "penalty")
@@ -33,19 +36,92 @@ def derive(row: dict[str, Any]) -> dict[str, float | None]:
 PHASE_ORDER = ("train", "train_eval", "val", "test")
 
 
+def metrics_for(task: str) -> tuple[str, ...]:
+    return CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+
+
+@dataclass(frozen=True)
+class CurveArrays:
+    """Epochs plus one float array per phase and metric, aligned on the epochs."""
+
+    epochs: np.ndarray  # (E,) int64, ascending
+    series: dict[str, dict[str, np.ndarray]]  # phase -> metric -> (E,) float64, NaN: not measured
+
+    def take(self, rows: np.ndarray) -> CurveArrays:
+        """Only the epochs at these row positions."""
+        return CurveArrays(
+            self.epochs[rows],
+            {p: {m: v[rows] for m, v in metrics.items()} for p, metrics in self.series.items()},
+        )
+
+    def columns(self) -> list[np.ndarray]:
+        return [v for metrics in self.series.values() for v in metrics.values()]
+
+    def to_lists(self) -> dict[str, Any]:
+        """Plain lists (NaN stays NaN: serialise with ``inf_nan_mode='null'``)."""
+        return {
+            "epochs": self.epochs.tolist(),
+            "series": {
+                p: {m: v.tolist() for m, v in metrics.items()} for p, metrics in self.series.items()
+            },
+        }
+
+
+def derive_arrays(stats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``derive`` over whole columns at once; NaN wherever ``derive`` gives None."""
+    n = stats["n"]
+    nan = np.float64("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        counted = n > 0
+        out = {
+            "loss": np.where(counted, stats["loss_sum"] / n, nan),
+            "penalty": stats["penalty"],
+        }
+        correct = stats["correct"]
+        classified = counted & ~np.isnan(correct)
+        out["accuracy"] = np.where(classified, correct / n, nan)
+        out["tie_rate"] = np.where(classified, np.nan_to_num(stats["ties"]) / n, nan)
+        count = np.nan_to_num(stats["target_count"])
+        sse = stats["sse"]
+        regressed = (count > 0) & ~np.isnan(sse)
+        mean = stats["target_sum"] / count
+        total = stats["target_sq_sum"] - count * mean * mean
+        out["mse"] = np.where(regressed, sse / count, nan)
+        out["mae"] = np.where(regressed, stats["sae"] / count, nan)
+        out["r2"] = np.where(regressed & (total > 0), 1.0 - sse / total, nan)
+    return out
+
+
+def curve_arrays(columns: Mapping[str, Sequence[Any]], task: str) -> CurveArrays:
+    """Columns of stored rows (``epoch``, ``phase`` and ``STAT_COLUMNS``) -> aligned curves."""
+    metrics = metrics_for(task)
+    epoch = np.asarray(columns["epoch"], dtype=np.int64)
+    epochs, position = np.unique(epoch, return_inverse=True)
+    phase = np.asarray(columns["phase"], dtype=str)
+    stats = {c: np.asarray(columns[c], dtype=np.float64) for c in STAT_COLUMNS}  # None -> NaN
+    derived = derive_arrays(stats)
+    series: dict[str, dict[str, np.ndarray]] = {}
+    for p in PHASE_ORDER:
+        mask = phase == p
+        if not mask.any():
+            continue
+        at = position[mask]
+        series[p] = {}
+        for m in metrics:
+            column = np.full(len(epochs), np.nan)
+            column[at] = derived[m][mask]
+            series[p][m] = column
+    return CurveArrays(epochs, series)
+
+
 def columnar_curves(rows: Sequence[Any], task: str) -> dict[str, Any]:
     """Epochs plus one series per phase and metric, aligned on the epochs (None where absent)."""
-    metrics = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
-    epochs = sorted({r.epoch for r in rows})
-    position = {e: i for i, e in enumerate(epochs)}
-    series: dict[str, dict[str, list[float | None]]] = {}
-    for r in rows:
-        phase = series.setdefault(r.phase, {m: [None] * len(epochs) for m in metrics})
-        derived = derive({c: getattr(r, c) for c in STAT_COLUMNS})
-        for m in metrics:
-            phase[m][position[r.epoch]] = derived.get(m)
-    ordered = {p: series[p] for p in PHASE_ORDER if p in series}
-    return {"epochs": epochs, "series": ordered}
+    columns = {c: [getattr(r, c) for r in rows] for c in ("epoch", "phase", *STAT_COLUMNS)}
+    curves = curve_arrays(columns, task).to_lists()
+    for metrics in curves["series"].values():
+        for m, values in metrics.items():
+            metrics[m] = [None if v != v else v for v in values]  # NaN -> None
+    return curves
 
 
 STAT_COLUMNS = (

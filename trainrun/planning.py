@@ -13,6 +13,7 @@ import torch
 from models import BuildContext, BuildError, build_model, count_parameters
 from trainrun.datasets import SplitArrays, Table, load_table, split_table
 from trainrun.datasets.base import standardize
+from trainrun.datasets.files import DatasetParamError
 from trainrun.errors import SpecError
 from trainrun.objectives import LOSSES
 from trainrun.settings import Limits
@@ -32,6 +33,8 @@ class Plan:
 def load_data(spec: JobSpec) -> Table:
     try:
         return load_table(spec.data.source, spec.data.params)
+    except DatasetParamError as exc:
+        raise SpecError(("data", "params", exc.param), exc.message) from None
     except (ValueError, OSError) as exc:
         raise SpecError(("data",), f"cannot load dataset: {exc}") from None
 

@@ -18,6 +18,11 @@ class Limits(BaseSettings):
     max_parameters: int = 50_000_000
     max_batch_size: int = 1_000_000
     max_body_bytes: int = 1_000_000
+    max_dataset_bytes: int = 2 * 1024**3  # one uploaded data file
+    max_dataset_rows: int = 20_000_000
+    max_active_jobs_per_owner: int = 100  # queued plus running
+    requests_per_minute: int = 1200  # per token (per API process)
+    request_burst: int = 200
 
 
 class Settings(BaseSettings):

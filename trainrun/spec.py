@@ -120,6 +120,9 @@ class Evaluation(Params):
 class Resources(Params):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32"] = "fp32"
+    time_limit_seconds: float | None = Field(
+        default=None, gt=0, description="wall time from first start, over all attempts"
+    )
 
 
 _ADAM: Any = {"kind": "adam"}  # the default optimizer, validated like a submitted one

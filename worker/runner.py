@@ -9,7 +9,9 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -35,6 +37,7 @@ class Outcome(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    timed_out = "timed_out"
     released = "released"  # handed back to the queue (worker draining)
     fenced = "fenced"  # lost the lease mid-run; the new owner carries on
 
@@ -55,6 +58,7 @@ def execute_job(
         )
         job = session.get(Job, job_id) if token is not None else None
         raw_spec: dict[str, Any] | None = dict(job.spec) if job is not None else None
+        started_at = job.started_at if job is not None else None
     if token is None or raw_spec is None:
         log.info("job %s: not claimable here (duplicate delivery or already taken)", job_id)
         return Outcome.skipped
@@ -62,6 +66,7 @@ def execute_job(
 
     hb = Heartbeat(factory, job_id, token, settings.heartbeat_seconds, settings.lease_seconds)
     hb.start()
+    deadline = _deadline(raw_spec, started_at)
 
     def should_stop() -> str | None:
         if hb.fenced.is_set():
@@ -70,6 +75,8 @@ def execute_job(
             return "cancel"
         if drain is not None and drain.is_set():
             return "drain"
+        if deadline is not None and time.time() > deadline:
+            return "timeout"
         return None
 
     def on_epoch(epoch: int, figures: dict[str, dict[str, Any]]) -> None:
@@ -99,6 +106,11 @@ def execute_job(
             return _end(factory, job_id, token, JobStatus.cancelled, "cancelled on request")
         if stop.reason == "drain":
             return _release(factory, job_id, token)
+        if stop.reason == "timeout":
+            limit = raw_spec.get("resources", {}).get("time_limit_seconds")
+            return _end(
+                factory, job_id, token, JobStatus.timed_out, f"time limit of {limit} s reached"
+            )
         return Outcome.fenced
     except (JobFailure, SpecError) as exc:
         return _end(factory, job_id, token, JobStatus.failed, str(exc))
@@ -111,6 +123,14 @@ def execute_job(
         )
     finally:
         hb.stop()
+
+
+def _deadline(raw_spec: dict[str, Any], started_at: datetime | None) -> float | None:
+    """Epoch seconds after which the job must stop, counted from its first start."""
+    limit = raw_spec.get("resources", {}).get("time_limit_seconds")
+    if limit is None or started_at is None:
+        return None
+    return started_at.timestamp() + float(limit)
 
 
 def _end(

@@ -1,21 +1,20 @@
-"""Jobs: submit, list, read, curves, cancel."""
+"""Jobs: submit, list, read, cancel (curves: ``curves.py``, live events: ``events.py``)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.deps import CeleryDep, JobDep, OwnerDep, SessionDep, SettingsDep
-from api.schemas import CurvesPublic, JobPublic, JobsPublic
-from trainrun.datasets import DATASETS
-from trainrun.db import queries
+from api.deps import CeleryDep, JobDep, OwnerDep, PrincipalDep, SessionDep, SettingsDep
+from api.schemas import JobPublic, JobsPublic
+from trainrun.db import dataset_queries, queries
 from trainrun.db.tables import JobStatus, utcnow
-from trainrun.errors import TrainrunError
-from trainrun.figures import columnar_curves
+from trainrun.errors import NotFound, SpecError, TrainrunError
 from trainrun.planning import plan_job
 from trainrun.spec import JobSpec
 from worker.celery_app import send_run_job
@@ -36,25 +35,75 @@ def ring_after_commit(session: Session, celery: Any, job_id: str) -> None:
     event.listen(session, "after_commit", ring, once=True)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobPublic)
+def _check_dataset_access(session: Session, spec: JobSpec, owner: str | None) -> None:
+    """An uploaded dataset is usable only by the owner who can see it."""
+    dataset_id = getattr(spec.data.params, "dataset_id", None)
+    if dataset_id is None:
+        return
+    try:
+        dataset_queries.get_dataset(session, dataset_id, owner)
+    except NotFound:
+        raise SpecError(("data", "params", "dataset_id"), f"no dataset {dataset_id}") from None
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        max_length=200,
+        description="a retried submit with the same key and spec returns the same job",
+    ),
+]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobPublic,
+    responses={
+        200: {"description": "an earlier submit with this Idempotency-Key", "model": JobPublic}
+    },
+)
 def create_job(
     spec: JobSpec,
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
     celery: CeleryDep,
-    owner: OwnerDep,
+    principal: PrincipalDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
     """Validate and dry-build the spec, store the job, then queue it."""
+    body = spec.model_dump(mode="json")
+    if idempotency_key is not None:
+        earlier = queries.find_idempotent(session, principal.owner, idempotency_key, body)
+        if earlier is not None:
+            response.status_code = status.HTTP_200_OK
+            response.headers["Location"] = f"/v1/jobs/{earlier.id}"
+            return JobPublic.of(earlier, utcnow())
+    queries.check_active_quota(session, principal.owner, settings.limits.max_active_jobs_per_owner)
+    _check_dataset_access(session, spec, principal.visible_owner)
     plan = plan_job(spec, settings.limits)
-    job = queries.create_job(
-        session,
-        name=spec.name,
-        spec=spec.model_dump(mode="json"),
-        owner=owner or "anonymous",
-        epochs_total=spec.training.epochs,
-        parameter_count=plan.parameter_count,
-    )
+    try:
+        with session.begin_nested():
+            job = queries.create_job(
+                session,
+                name=spec.name,
+                spec=body,
+                owner=principal.owner,
+                epochs_total=spec.training.epochs,
+                parameter_count=plan.parameter_count,
+                idempotency_key=idempotency_key,
+            )
+    except IntegrityError:
+        # A concurrent submit with the same key won the race: answer with its job.
+        if idempotency_key is None:
+            raise
+        earlier = queries.find_idempotent(session, principal.owner, idempotency_key, body)
+        if earlier is None:
+            raise
+        response.status_code = status.HTTP_200_OK
+        response.headers["Location"] = f"/v1/jobs/{earlier.id}"
+        return JobPublic.of(earlier, utcnow())
     ring_after_commit(session, celery, job.id)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobPublic.of(job, utcnow())
@@ -86,22 +135,6 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobPublic)
 def get_job(job: JobDep) -> JobPublic:
     return JobPublic.of(job, utcnow())
-
-
-@router.get("/{job_id}/curves", response_model=CurvesPublic)
-def get_curves(
-    job: JobDep,
-    session: SessionDep,
-    since_epoch: Annotated[int, Query(ge=0)] = 0,
-) -> CurvesPublic:
-    """Columnar per-epoch figures: ``epochs`` and ``series[phase][metric]``."""
-    rows = queries.figures_for_job(session, job.id, since_epoch)
-    if rows:
-        task = "classification" if rows[0].correct is not None else "regression"
-    else:
-        source = job.spec.get("data", {}).get("source")
-        task = DATASETS[source].info.get("task", "classification") if source in DATASETS else ""
-    return CurvesPublic(job_id=job.id, status=job.status, task=task, **columnar_curves(rows, task))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)

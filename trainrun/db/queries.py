@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from trainrun.db.tables import FINAL_STATUSES, Artifact, EpochFigures, Job, JobStatus, utcnow
-from trainrun.errors import NotFound
+from trainrun.errors import NotFound, SpecError, TooManyRequests
 
 FIGURE_FIELDS = (
     "n",
@@ -60,6 +60,35 @@ def create_job(
     session.add(job)
     session.flush()
     return job
+
+
+def find_idempotent(session: Session, owner: str, key: str, spec: dict[str, Any]) -> Job | None:
+    """The job an earlier submit with this key made; the same key with another spec is a 422."""
+    job = session.scalars(select(Job).where(Job.owner == owner, Job.idempotency_key == key)).first()
+    if job is not None and job.spec != spec:
+        raise SpecError(
+            (), f"Idempotency-Key '{key}' was already used for a different spec (job {job.id})"
+        )
+    return job
+
+
+def check_active_quota(session: Session, owner: str, limit: int) -> None:
+    active = (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(
+                Job.owner == owner,
+                Job.status.in_([JobStatus.queued.value, JobStatus.running.value]),
+            )
+        )
+        or 0
+    )
+    if active >= limit:
+        raise TooManyRequests(
+            f"'{owner}' has {active} queued or running jobs; the limit is {limit}. "
+            "Wait for some to finish or cancel them."
+        )
 
 
 def get_job(session: Session, job_id: str, owner: str | None = None) -> Job:

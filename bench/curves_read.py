@@ -1,0 +1,222 @@
+"""Time GET /v1/jobs/{id}/curves for a 10,000-epoch job on PostgreSQL, against baselines.
+
+    .venv/bin/python bench/curves_read.py [--epochs 10000] [--requests 50]
+
+Creates a fresh database (admin URL from ``TRAINRUN_TEST_PG``), inserts one synthetic job with
+4 phases of classification statistics per epoch, starts a real ``trainrun api`` process on it
+and times full-fidelity reads over HTTP. Baselines, measured side by side in the same run:
+the raw SELECT of the same rows through psycopg, and the previous implementation (ORM rows,
+a per-row ``derive`` and a ``CurvesPublic`` model) called in-process, without HTTP.
+The database is dropped at the end; a JSON summary goes to ``bench/out/curves_read.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from sqlalchemy import create_engine, insert, text, update
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from api.schemas import CurvesPublic  # noqa: E402
+from tests.support import Service, free_port, service_env, sine_spec, wait_http_ok  # noqa: E402
+from trainrun.db import queries  # noqa: E402
+from trainrun.db.engine import make_engine, make_sessionmaker, transaction  # noqa: E402
+from trainrun.db.migrate import upgrade  # noqa: E402
+from trainrun.db.tables import EpochFigures, Job, JobStatus, utcnow  # noqa: E402
+from trainrun.figures import CLASSIFICATION_METRICS, PHASE_ORDER, STAT_COLUMNS, derive  # noqa: E402
+from trainrun.settings import Settings  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get(
+    "TRAINRUN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+TARGET_MS = 50.0
+
+
+def naive_columnar(rows: Sequence[Any]) -> dict[str, Any]:
+    """The first implementation of ``columnar_curves``: one dict and one ``derive`` per row."""
+    metrics = CLASSIFICATION_METRICS
+    epochs = sorted({r.epoch for r in rows})
+    position = {e: i for i, e in enumerate(epochs)}
+    series: dict[str, dict[str, list[float | None]]] = {}
+    for r in rows:
+        phase = series.setdefault(r.phase, {m: [None] * len(epochs) for m in metrics})
+        derived = derive({c: getattr(r, c) for c in STAT_COLUMNS})
+        for m in metrics:
+            phase[m][position[r.epoch]] = derived.get(m)
+    return {"epochs": epochs, "series": {p: series[p] for p in PHASE_ORDER if p in series}}
+
+
+def seed(settings: Settings, epochs: int) -> str:
+    """One succeeded job with ``epochs`` x 4 phases of classification statistics."""
+    engine = make_engine(settings)
+    factory = make_sessionmaker(engine)
+    n = 5000
+    try:
+        with transaction(factory) as s:
+            job = queries.create_job(
+                s, name="bench-10k", spec=sine_spec(epochs=epochs), owner="anonymous",
+                epochs_total=epochs, parameter_count=1,
+            )  # fmt: skip
+            job_id = job.id
+        now = utcnow()
+        rows = []
+        for e in range(1, epochs + 1):
+            for phase in PHASE_ORDER:
+                if phase == "test" and e % 100:  # test measured now and then
+                    continue
+                loss = 1.0 / math.sqrt(e) + (0.1 if phase == "train" else 0.0)
+                rows.append(
+                    {
+                        "job_id": job_id, "epoch": e, "phase": phase, "attempt": 1, "n": n,
+                        "loss_sum": loss * n, "penalty": 0.01, "correct": n * min(1, 0.5 + e / 2e4),
+                        "ties": e % 7, "seconds": 0.01, "created_at": now,
+                    }
+                )  # fmt: skip
+        with transaction(factory) as s:
+            for start in range(0, len(rows), 5000):
+                s.execute(insert(EpochFigures), rows[start : start + 5000])
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(status=JobStatus.succeeded.value, epoch_reached=epochs, attempt=1)
+            )
+        print(f"seeded job {job_id}: {len(rows)} figure rows")
+        return job_id
+    finally:
+        engine.dispose()
+
+
+def timed(fn: Callable[[], Any], warmup: int, repeat: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def summary(ms: list[float]) -> dict[str, float]:
+    ordered = sorted(ms)
+    p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+    return {"median_ms": statistics.median(ms), "p95_ms": p95, "min_ms": ordered[0]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    args = parser.parse_args()
+
+    name = f"trainrun_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    tmp = Path(tempfile.mkdtemp(prefix="trainrun-bench-"))
+    settings = Settings(database_url=url, home=tmp / "home")
+    results: dict[str, Any] = {"epochs": args.epochs, "requests": args.requests}
+    try:
+        upgrade(settings)
+        job_id = seed(settings, args.epochs)
+        env = service_env(
+            TRAINRUN_DATABASE_URL=url,
+            TRAINRUN_HOME=str(tmp / "home"),
+            TRAINRUN_LOG_LEVEL="WARNING",
+            TRAINRUN_LIMIT_REQUESTS_PER_MINUTE="1000000",
+            TRAINRUN_LIMIT_REQUEST_BURST="1000000",
+        )
+        port = free_port()
+        api = Service(["api", "--port", str(port)], env, tmp / "api.log", cwd=REPO)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_http_ok(f"{base}/healthz")
+            with httpx.Client(base_url=base, timeout=60) as client:
+                full = client.get(f"/v1/jobs/{job_id}/curves")
+                assert full.status_code == 200, full.text
+                results["response_bytes"] = len(full.content)
+                assert len(full.json()["epochs"]) == args.epochs
+
+                def http_full() -> None:
+                    client.get(f"/v1/jobs/{job_id}/curves").raise_for_status()
+
+                def http_sampled() -> None:
+                    client.get(f"/v1/jobs/{job_id}/curves?max_points=1000").raise_for_status()
+
+                results["http_curves_full"] = summary(timed(http_full, args.warmup, args.requests))
+                results["http_curves_max_points_1000"] = summary(
+                    timed(http_sampled, args.warmup, args.requests)
+                )
+
+            raw_url = url.replace("postgresql+psycopg://", "postgresql://")
+            with psycopg.connect(raw_url) as pg:
+                columns = ", ".join(("epoch", "phase", *STAT_COLUMNS))
+                sql = f"SELECT {columns} FROM epoch_figures WHERE job_id = %s ORDER BY epoch, phase"
+
+                def raw_select() -> None:
+                    with pg.cursor() as cur:
+                        cur.execute(sql, (job_id,))
+                        cur.fetchall()
+
+                results["baseline_raw_select"] = summary(
+                    timed(raw_select, args.warmup, args.requests)
+                )
+
+            engine = make_engine(settings)
+            factory = make_sessionmaker(engine)
+
+            def previous() -> None:
+                with transaction(factory) as s:
+                    job = queries.get_job(s, job_id)
+                    rows = queries.figures_for_job(s, job_id)
+                    body = CurvesPublic(
+                        job_id=job.id, status=job.status, task="classification",
+                        **naive_columnar(rows),
+                    )  # fmt: skip
+                    body.model_dump_json()
+
+            repeat = max(5, args.requests // 5)  # slow: fewer rounds
+            results["baseline_previous_in_process"] = summary(timed(previous, 2, repeat))
+            engine.dispose()
+        finally:
+            api.stop()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    new = results["http_curves_full"]["median_ms"]
+    raw = results["baseline_raw_select"]["median_ms"]
+    old = results["baseline_previous_in_process"]["median_ms"]
+    results["ratio_http_full_to_raw_select"] = new / raw
+    results["speedup_vs_previous"] = old / new
+    out = REPO / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "curves_read.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    verdict = "meets" if new < TARGET_MS else "misses"
+    print(
+        f"GET /curves full fidelity: median {new:.1f} ms ({verdict} the {TARGET_MS:.0f} ms target)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
