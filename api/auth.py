@@ -22,7 +22,7 @@ def require_principal(request: Request) -> Principal:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-        with state.sessionmaker() as session:
+        with state.read_sessionmaker() as session:
             found = authenticate(session, token.strip())
         if found is None:
             raise Unauthorized("invalid or revoked token")

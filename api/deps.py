@@ -21,8 +21,13 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: commit on success, roll back on error."""
-    with request.app.state.sessionmaker() as session, session.begin():
+    """One transaction per request: commit on success, roll back on error.
+
+    GET and HEAD requests only read, so they begin without taking SQLite's write lock.
+    """
+    reads = request.method in ("GET", "HEAD")
+    factory = request.app.state.read_sessionmaker if reads else request.app.state.sessionmaker
+    with factory() as session, session.begin():
         yield session
 
 

@@ -21,9 +21,10 @@ from api.routes import (
     events,
     health,
     jobs,
+    web,
 )
 from trainrun import __version__
-from trainrun.db.engine import make_engine, make_sessionmaker
+from trainrun.db.engine import make_engine, make_sessionmaker, read_only
 from trainrun.settings import Settings, get_settings
 from worker.celery_app import make_celery
 
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.read_sessionmaker = make_sessionmaker(read_only(engine))
         app.state.celery = make_celery(settings)
         app.state.rate_limiter = RateLimiter(
             settings.limits.requests_per_minute, settings.limits.request_burst
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exempt=lambda path: path.startswith("/v1/datasets"),  # uploads have their own limit
     )
     app.include_router(health.router)
+    app.include_router(web.router)  # the UI: outside /v1, it sends the token itself
     v1 = [Depends(require_principal)]  # every /v1 route: bearer token (if on) and rate limit
     for router in (
         jobs.router,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,20 @@ class Limits(BaseSettings):
     max_active_jobs_per_owner: int = 100  # queued plus running
     requests_per_minute: int = 1200  # per token (per API process)
     request_burst: int = 200
+
+
+class WebhookSettings(BaseSettings):
+    """Delivery of webhook events (``worker.webhooks``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAINRUN_WEBHOOK_", extra="ignore")
+
+    max_attempts: int = 8  # then the delivery is marked failed
+    backoff_seconds: float = 1.0  # the wait after the first failure; doubled after each
+    backoff_max_seconds: float = 600.0
+    timeout_seconds: float = 5.0  # per request
+    lease_seconds: float = 60.0  # a claimed delivery is due again if its sender dies
+    poll_seconds: float = 1.0
+    batch_size: int = 20
 
 
 class Settings(BaseSettings):
@@ -45,7 +60,9 @@ class Settings(BaseSettings):
     )
     queue_name: str = "trainrun"
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
     limits: Limits = Field(default_factory=Limits)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @property
     def resolved_database_url(self) -> str:

@@ -120,6 +120,9 @@ class Evaluation(Params):
 class Resources(Params):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32"] = "fp32"
+    cpu_threads: int | Literal["auto"] = Field(
+        default="auto", description="torch threads on CPU; auto: 1 for small models"
+    )
     time_limit_seconds: float | None = Field(
         default=None, gt=0, description="wall time from first start, over all attempts"
     )

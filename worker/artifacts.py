@@ -1,7 +1,8 @@
 """Where a job's checkpoint and model files go, recorded in the database under the fence.
 
-Files are named per attempt, so a fenced-off worker can never overwrite the file the
-current attempt points at; the database row says which file is current.
+Files are named by the claim's fencing token, which no other claim ever gets, so a fenced-off
+worker can never overwrite the file the current claim points at; the database row says which
+file is current.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class ArtifactStore:
             Path(previous).unlink(missing_ok=True)
 
     def save_checkpoint(self, state: TrainState) -> None:
-        path = self.folder / f"checkpoint-a{self.token}.safetensors"
+        path = self.folder / f"checkpoint-{self.token}.safetensors"
         write_tensors(path, state.tensors, {"kind": "checkpoint", **state.meta})
         self._record("checkpoint", path, state.epoch)
 
@@ -64,7 +65,7 @@ class ArtifactStore:
         return TrainState(tensors, meta)
 
     def save_model(self, result: TrainResult, spec: dict[str, Any]) -> None:
-        path = self.folder / f"model-a{self.token}.safetensors"
+        path = self.folder / f"model-{self.token}.safetensors"
         epoch = result.best_epoch or result.epochs_run
         save_model(path, result.model, spec, result.input_shape, result.output_width, epoch)
         self._record("model", path, epoch)

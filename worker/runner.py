@@ -62,7 +62,7 @@ def execute_job(
     if token is None or raw_spec is None:
         log.info("job %s: not claimable here (duplicate delivery or already taken)", job_id)
         return Outcome.skipped
-    log.info("job %s: claimed, attempt %s", job_id, token)
+    log.info("job %s: claimed (fencing token %s)", job_id, token)
 
     hb = Heartbeat(factory, job_id, token, settings.heartbeat_seconds, settings.lease_seconds)
     hb.start()

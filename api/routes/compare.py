@@ -65,7 +65,7 @@ def compare_jobs(
     chosen_phases = pick(phases, PHASE_ORDER, "phase")
     variant = f"compare:{format}:{chosen_metrics}:{chosen_phases}:{max_points}"
     # A short transaction of its own: rendering takes a while and must not hold it open.
-    with transaction(request.app.state.sessionmaker) as session:
+    with transaction(request.app.state.read_sessionmaker) as session:
         jobs = [queries.get_job(session, job_id, owner) for job_id in job_ids]
         headers = cache_headers(jobs, job_etag(jobs, variant))
         if (cached := not_modified(request, headers)) is not None:

@@ -150,7 +150,7 @@ def _image(
     chosen_phases = pick(phases, PHASE_ORDER, "phase") or list(PHASE_ORDER)
     chosen_metrics = pick(metric, ALL_METRICS, "metric")
     # A short transaction of its own: rendering takes a while and must not hold it open.
-    with transaction(request.app.state.sessionmaker) as session:
+    with transaction(request.app.state.read_sessionmaker) as session:
         job = queries.get_job(session, job_id, owner)
         variant = f"{fmt}:{chosen_phases}:{chosen_metrics}"
         headers = cache_headers([job], job_etag([job], variant))

@@ -102,7 +102,7 @@ def _event(name: str, data: dict[str, Any], event_id: int | None = None) -> byte
 async def _stream(
     request: Request, job_id: str, after: int, cfg: StreamSettings
 ) -> AsyncIterator[bytes]:
-    factory = request.app.state.sessionmaker
+    factory = request.app.state.read_sessionmaker
     yield f"retry: {cfg.retry_ms}\n\n".encode()
     opened = last_write = time.monotonic()
     while True:
@@ -154,7 +154,9 @@ async def stream_events(
     ] = None,
 ) -> StreamingResponse:
     """Per-epoch figures as they are stored; resumable with ``Last-Event-ID``."""
-    await run_in_threadpool(_visible, request.app.state.sessionmaker, job_id, owner)  # 404s here
+    await run_in_threadpool(
+        _visible, request.app.state.read_sessionmaker, job_id, owner
+    )  # 404s here
     after = max(last_event_id_header or 0, last_event_id or 0)
     return StreamingResponse(
         _stream(request, job_id, after, stream_settings()),

@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("spec", sa.JSON(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("fence", sa.Integer(), nullable=False),
         sa.Column("epochs_total", sa.Integer(), nullable=False),
         sa.Column("epoch_reached", sa.Integer(), nullable=False),
         sa.Column("parameter_count", sa.Integer(), nullable=False),

@@ -231,7 +231,11 @@ def test_release_does_not_count_the_attempt(factory: Factory) -> None:
         queries.release_job(session, job_id, 1)
     job = load(factory, job_id)
     assert (job.status, job.attempt, job.enqueued_at) == (JobStatus.queued, 0, None)
-    assert claim(factory, job_id, max_attempts=1) == 1
+    # The attempt is given back, the fencing token is not: the next claim gets a new one.
+    assert claim(factory, job_id, max_attempts=1) == 2
+    assert load(factory, job_id).attempt == 1
+    with transaction(factory) as session, pytest.raises(queries.Fenced):
+        queries.heartbeat(session, job_id, 1, LEASE)
 
 
 def test_claim_respects_cancel_requested(factory: Factory) -> None:

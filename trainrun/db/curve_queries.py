@@ -41,13 +41,6 @@ def figure_columns(
     return dict(zip(names, transposed, strict=True))
 
 
-def first_phase(session: Session, job_id: str) -> EpochFigures | None:
-    """Any one stored row of the job (it tells classification from regression)."""
-    return session.scalars(
-        select(EpochFigures).where(EpochFigures.job_id == job_id).limit(1)
-    ).first()
-
-
 @dataclass(frozen=True)
 class JobState:
     status: str

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from trainrun.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY_OPTION = "trainrun_read_only"
 
 
 def make_engine(settings: Settings, **kwargs: Any) -> Engine:
@@ -39,15 +40,24 @@ def _sqlite_engine(url: str, settings: Settings, **kwargs: Any) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # Take the write lock up front: a deferred transaction that later writes can fail with
-        # "database is locked" instead of waiting out the busy timeout.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front: a deferred transaction that later writes can
+        # fail with "database is locked" instead of waiting out the busy timeout. Readers
+        # (see ``read_only``) begin deferred and read a WAL snapshot without blocking writers.
+        if conn.get_execution_options().get(READ_ONLY_OPTION):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def read_only(engine: Engine) -> Engine:
+    """The same engine and pool, for sessions that only read (no write lock on SQLite)."""
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
 
 
 @contextmanager

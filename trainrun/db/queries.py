@@ -1,6 +1,6 @@
 """Every read and write of job state. Callers own the transaction; these only execute and flush.
 
-Writes made on behalf of a running attempt are fenced: they match ``attempt = :token`` and
+Writes made on behalf of a running attempt are fenced: they match ``fence = :token`` and
 ``status = 'running'``, so a worker that lost its lease can no longer change anything.
 """
 
@@ -10,6 +10,7 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
@@ -32,6 +33,20 @@ FIGURE_FIELDS = (
     "target_count",
     "seconds",
 )
+
+
+FIGURE_DEFAULTS = {"penalty": 0.0, "seconds": 0.0}
+
+
+@lru_cache(maxsize=4)
+def _figures_upsert(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (job_id, epoch, phase) DO UPDATE, built once per dialect."""
+    insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+    stmt = insert(EpochFigures)
+    return stmt.on_conflict_do_update(
+        index_elements=["job_id", "epoch", "phase"],
+        set_={k: getattr(stmt.excluded, k) for k in (*FIGURE_FIELDS, "attempt", "created_at")},
+    )
 
 
 class Fenced(Exception):
@@ -144,7 +159,11 @@ def mark_enqueued(session: Session, job_id: str) -> None:
 def claim_job(
     session: Session, job_id: str, worker: str, lease_seconds: float, max_attempts: int
 ) -> int | None:
-    """Atomically take a queued job (or one whose lease expired); returns the fencing token."""
+    """Atomically take a queued job (or one whose lease expired); returns the fencing token.
+
+    The token is ``fence``, which grows on every claim. ``attempt`` counts the attempts that
+    count against the cap; a drained job gives its attempt back, never its token.
+    """
     now = utcnow()
     claimable = or_(
         Job.status == JobStatus.queued.value,
@@ -158,19 +177,20 @@ def claim_job(
         .values(
             status=JobStatus.running.value,
             attempt=Job.attempt + 1,
+            fence=Job.fence + 1,
             worker=worker,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             heartbeat_at=now,
             started_at=func.coalesce(Job.started_at, now),
             updated_at=now,
         )
-        .returning(Job.attempt)
+        .returning(Job.fence)
     ).first()
     return None if row is None else int(row[0])
 
 
 def _fenced(job_id: str, token: int) -> Any:
-    return and_(Job.id == job_id, Job.attempt == token, Job.status == JobStatus.running.value)
+    return and_(Job.id == job_id, Job.fence == token, Job.status == JobStatus.running.value)
 
 
 def heartbeat(session: Session, job_id: str, token: int, lease_seconds: float) -> bool:
@@ -211,7 +231,7 @@ def record_epoch(
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             updated_at=now,
         )
-        .returning(Job.cancel_requested)
+        .returning(Job.cancel_requested, Job.attempt)
     ).first()
     if row is None:
         raise Fenced(job_id)
@@ -220,20 +240,17 @@ def record_epoch(
             "job_id": job_id,
             "epoch": epoch,
             "phase": phase,
-            "attempt": token,
+            "attempt": row[1],
             "created_at": now,
-            **{k: stats.get(k) for k in FIGURE_FIELDS},
+            # The table's defaults do not apply to an explicit None: fill them here.
+            **{k: stats.get(k, FIGURE_DEFAULTS.get(k)) for k in FIGURE_FIELDS},
         }
         for phase, stats in figures.items()
     ]
     if rows:
-        insert = (sqlite.insert if _is_sqlite(session) else postgresql.insert)(EpochFigures)
-        stmt = insert.values(rows)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["job_id", "epoch", "phase"],
-            set_={k: getattr(stmt.excluded, k) for k in (*FIGURE_FIELDS, "attempt", "created_at")},
-        )
-        session.execute(stmt)
+        # One cached statement run as executemany: a multi-VALUES insert would be compiled anew
+        # on every call (about 10 ms per epoch on SQLite).
+        session.execute(_figures_upsert(session.get_bind().dialect.name), rows)
     return bool(row[0])
 
 
@@ -356,8 +373,10 @@ def record_artifact(
 
     Returns the path it replaced (the caller deletes that file), or None.
     """
-    fenced = session.execute(update(Job).where(_fenced(job_id, token)).values(updated_at=utcnow()))
-    if fenced.rowcount == 0:  # type: ignore[attr-defined]
+    fenced = session.execute(
+        update(Job).where(_fenced(job_id, token)).values(updated_at=utcnow()).returning(Job.attempt)
+    ).first()
+    if fenced is None:
         raise Fenced(job_id)
     current = session.scalars(
         select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind)
@@ -367,7 +386,7 @@ def record_artifact(
         current = Artifact(job_id=job_id, kind=kind)
         session.add(current)
     current.path, current.bytes, current.sha256 = path, size, sha256
-    current.epoch, current.attempt, current.created_at = epoch, token, utcnow()
+    current.epoch, current.attempt, current.created_at = epoch, fenced[0], utcnow()
     session.flush()
     return previous if previous != path else None
 

@@ -111,7 +111,8 @@ class Job(Base):
     name: Mapped[str] = mapped_column(String(200))
     spec: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued.value)
-    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # counts against max_attempts
+    fence: Mapped[int] = mapped_column(Integer, default=0)  # fencing token: +1 on every claim
     epochs_total: Mapped[int] = mapped_column(Integer)
     epoch_reached: Mapped[int] = mapped_column(Integer, default=0)
     parameter_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -136,6 +137,7 @@ class EpochFigures(Base):
         UniqueConstraint("job_id", "epoch", "phase"),
         CheckConstraint(f"phase IN ({_phase_values})", name="phase"),
         CheckConstraint("n >= 0", name="n_nonnegative"),
+        Index("ix_epoch_figures_created_at", "created_at"),  # /metrics reads recent epochs
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -211,3 +213,62 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+WEBHOOK_EVENTS = (
+    "job.started",
+    "job.epoch",
+    "job.succeeded",
+    "job.failed",
+    "job.cancelled",
+    "job.timed_out",
+)
+
+
+class DeliveryStatus(enum.StrEnum):
+    pending = "pending"  # due at ``next_attempt_at`` (or being sent, under a lease)
+    succeeded = "succeeded"
+    failed = "failed"  # gave up after the last attempt
+
+
+_delivery_status_values = ", ".join(f"'{s.value}'" for s in DeliveryStatus)
+
+
+class Webhook(Base):
+    """An owner's endpoint for job events. The secret signs deliveries, so it is kept as is."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (Index("ix_webhooks_owner_created", "owner", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner: Mapped[str] = mapped_column(String(200))
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(100))  # whsec_<base64>
+    description: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one webhook: an outbox row, inserted with the job change it reports."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_delivery_status_values})", name="status"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_webhook_created", "webhook_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)  # webhook-id
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    job_id: Mapped[str] = mapped_column(String(32), index=True)  # outlives the job on purpose
+    event: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]]  # the body, fixed when the event happened
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.pending.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_response_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
