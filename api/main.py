@@ -11,6 +11,7 @@ from fastapi.routing import APIRoute
 from api.auth import require_principal
 from api.body_limit import BodySizeLimit
 from api.errors import install_error_handlers
+from api.metrics import install_metrics
 from api.ratelimit import RateLimiter
 from api.routes import (
     artifacts,
@@ -21,7 +22,9 @@ from api.routes import (
     events,
     health,
     jobs,
+    metrics,
     web,
+    webhooks,
 )
 from trainrun import __version__
 from trainrun.db.engine import make_engine, make_sessionmaker, read_only
@@ -65,7 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.limits.max_body_bytes,
         exempt=lambda path: path.startswith("/v1/datasets"),  # uploads have their own limit
     )
+    install_metrics(app)  # outermost middleware: times every response, 413s included
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(web.router)  # the UI: outside /v1, it sends the token itself
     v1 = [Depends(require_principal)]  # every /v1 route: bearer token (if on) and rate limit
     for router in (
@@ -76,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         diagnosis.router,
         artifacts.router,
         datasets.router,
+        webhooks.router,
     ):
         app.include_router(router, dependencies=v1)
     return app

@@ -25,6 +25,10 @@ def _logging(settings: Settings) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.log_format == "json":
+        from trainrun.logs import use_json_logs
+
+        use_json_logs()
 
 
 def _serve_api(host: str, port: int, settings: Settings) -> None:
@@ -50,7 +54,12 @@ def _serve_api(host: str, port: int, settings: Settings) -> None:
                     signal.signal(s, h)
 
     config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_level=settings.log_level.lower()
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        # JSON logs: uvicorn's records go through the root handler instead of its own.
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )
     Server(config).run()
 
@@ -101,6 +110,16 @@ def cmd_reaper(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with contextlib.suppress(KeyboardInterrupt):
         run_reaper(settings, make_celery(settings), stop)
+    return 0
+
+
+def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.webhooks import run_dispatcher
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        run_dispatcher(settings, stop)
     return 0
 
 
@@ -185,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     reaper = sub.add_parser("reaper", help="re-queue jobs of dead workers, re-send lost messages")
     reaper.set_defaults(func=cmd_reaper)
+
+    webhooks = sub.add_parser("webhooks", help="send webhook deliveries (workers do it too)")
+    webhooks.set_defaults(func=cmd_webhooks)
 
     token = sub.add_parser("token", help="API tokens (only their hashes are stored)")
     token.add_argument("action", choices=["create", "revoke"])

@@ -58,9 +58,14 @@ class Settings(BaseSettings):
     resend_after_seconds: float = Field(
         default=300.0, description="re-send the message of a job queued this long (lost message)"
     )
+    visibility_timeout_seconds: float = Field(
+        default=7 * 24 * 3600.0,
+        description="Redis re-delivers an unacked message after this; the claim drops it",
+    )
     queue_name: str = "trainrun"
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    task_events: bool = Field(default=False, description="Celery task events (for Flower)")
     limits: Limits = Field(default_factory=Limits)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 

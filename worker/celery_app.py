@@ -13,13 +13,12 @@ from celery import Celery
 from trainrun.settings import Settings, get_settings
 
 RUN_JOB = "trainrun.run_job"
-# Redis re-delivers an unacked message after this; a job may train for days, and the claim
-# (not the broker) is what stops a second delivery from training it twice.
-VISIBILITY_TIMEOUT_S = 7 * 24 * 3600
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
-    opts: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+    # Redis re-delivers an unacked message after the visibility timeout; a job may train for
+    # days (default 7), and the claim (not the broker) stops a second delivery training it.
+    opts: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_seconds}
     if settings.resolved_broker_url.startswith("filesystem"):
         folder = settings.broker_dir
         for sub in ("queue", "control"):
@@ -52,7 +51,7 @@ def make_celery(settings: Settings) -> Celery:
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
         broker_connection_timeout=3,
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        worker_send_task_events=settings.task_events,  # on for Flower (compose)
         worker_enable_remote_control=False,
     )
     return app

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from trainrun.db import queries
 from trainrun.db.engine import make_engine, make_sessionmaker, transaction
 from trainrun.db.tables import Job, JobStatus, utcnow
+from trainrun.db.webhook_queries import enqueue_job_event
 from trainrun.settings import Settings
 from worker.celery_app import send_run_job
 
@@ -58,6 +59,8 @@ def reap_once(factory: sessionmaker[Session], app: Celery, settings: Settings) -
                 if result.rowcount and status is JobStatus.queued:  # type: ignore[attr-defined]
                     log.warning("reaper: job %s lost its worker; re-queued", job.id)
                     to_ring.append(job.id)
+                elif result.rowcount:  # type: ignore[attr-defined]
+                    enqueue_job_event(session, job.id, "job.cancelled")
             else:
                 to_ring.append(job.id)
         for job_id in to_ring:

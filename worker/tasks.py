@@ -79,8 +79,10 @@ def _drain_children(**_: Any) -> None:
 def _start_reaper(**_: Any) -> None:
     global _reaper_stop
     from worker.reaper import start_reaper_thread
+    from worker.webhooks import start_dispatcher_thread
 
     _reaper_stop = start_reaper_thread(get_settings(), app)
+    start_dispatcher_thread(get_settings(), _reaper_stop)  # stops with the reaper
 
 
 @app.task(name=RUN_JOB, acks_late=True, ignore_result=True)

@@ -20,7 +20,7 @@ router = APIRouter(tags=["web"], include_in_schema=False)
 _files = StaticFiles(directory=WEB_DIR)
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])
 def index() -> FileResponse:
     return FileResponse(WEB_DIR / "index.html", media_type="text/html", headers=NO_CACHE)
 
@@ -30,7 +30,7 @@ def ui() -> RedirectResponse:
     return RedirectResponse("/")
 
 
-@router.get("/web/{path:path}")
+@router.api_route("/web/{path:path}", methods=["GET", "HEAD"])
 async def web_file(path: str, request: Request) -> Response:
     """A file under ``api/web`` (StaticFiles refuses paths that leave it and answers 404)."""
     response = await _files.get_response(path, request.scope)

@@ -201,6 +201,31 @@ def test_batchnorm_in_a_sequential_spec_is_named() -> None:
     assert [(x.path, x.detail) for x in layers] == [("model.layers[1]", "batchnorm1d")]
 
 
+def test_train_mode_layers_of_a_cnn1d_preset_name_its_dropout() -> None:
+    raw = sine_spec()
+    raw["model"] = {"kind": "cnn1d", "dropout": 0.5}
+    layers = train_mode_layers(spec(raw))
+    assert [(x.path, x.kind) for x in layers] == [("model.dropout", "dropout")]
+    assert layers[0].detail == "dropout p=0.5 after each of the 2 conv blocks and the linear head"
+    raw["model"] = {"kind": "cnn1d", "blocks": 1, "fc_blocks": 3, "dropout": 0.2}
+    assert train_mode_layers(spec(raw))[0].detail == (
+        "dropout p=0.2 after the conv block and each of the 3 linear layers of the head"
+    )
+    raw["model"] = {"kind": "cnn1d"}  # no dropout by default, and cnn1d has no BatchNorm
+    assert train_mode_layers(spec(raw)) == []
+
+
+def test_a_dropout_gap_in_a_cnn1d_preset_is_put_down_to_its_dropout() -> None:
+    raw = sine_spec()
+    raw["model"] = {"kind": "cnn1d", "dropout": 0.5}
+    train = [(0.50, 0.80)] * 4
+    evald = [(0.35, 0.90)] * 4
+    d = diagnose(spec(raw), clf_rows(train, evald, evald), "succeeded", None, BALANCED)
+    f = finding(d, "val_beats_train")
+    assert f.figures["causes"] == ["train_mode_layers"]
+    assert "at model.dropout" in f.message
+
+
 def test_without_dropout_the_running_average_timing_is_estimated() -> None:
     # train_eval (end of epoch) drops fast; train mode averages over the epoch: halfway.
     end = [1.0, 0.6, 0.4, 0.3, 0.25]

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from trainrun.db.tables import FINAL_STATUSES, Artifact, EpochFigures, Job, JobStatus, utcnow
+from trainrun.db.webhook_queries import enqueue_job_event
 from trainrun.errors import NotFound, SpecError, TooManyRequests
 
 FIGURE_FIELDS = (
@@ -186,7 +187,10 @@ def claim_job(
         )
         .returning(Job.fence)
     ).first()
-    return None if row is None else int(row[0])
+    if row is None:
+        return None
+    enqueue_job_event(session, job_id, "job.started")
+    return int(row[0])
 
 
 def _fenced(job_id: str, token: int) -> Any:
@@ -251,6 +255,7 @@ def record_epoch(
         # One cached statement run as executemany: a multi-VALUES insert would be compiled anew
         # on every call (about 10 ms per epoch on SQLite).
         session.execute(_figures_upsert(session.get_bind().dialect.name), rows)
+    enqueue_job_event(session, job_id, "job.epoch")
     return bool(row[0])
 
 
@@ -267,6 +272,7 @@ def finish_job(
     )
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise Fenced(job_id)
+    enqueue_job_event(session, job_id, f"job.{status.value}")
 
 
 def release_job(session: Session, job_id: str, token: int) -> None:
@@ -301,6 +307,8 @@ def request_cancel(session: Session, job: Job) -> Job:
     job.cancel_requested = True
     job.updated_at = now
     session.flush()
+    if job.status == JobStatus.cancelled.value:
+        enqueue_job_event(session, job.id, "job.cancelled")
     return job
 
 
@@ -350,8 +358,12 @@ def fail_exhausted(session: Session, max_attempts: int) -> int:
             error=f"worker lost on each of {max_attempts} attempts",
             updated_at=now,
         )
+        .returning(Job.id)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    failed = list(result.scalars())
+    for job_id in failed:
+        enqueue_job_event(session, job_id, "job.failed")
+    return len(failed)
 
 
 def _is_sqlite(session: Session) -> bool:
