@@ -10,6 +10,7 @@ from fastapi.routing import APIRoute
 
 from api.auth import require_principal
 from api.body_limit import BodySizeLimit
+from api.curve_cache import CurveCache
 from api.errors import install_error_handlers
 from api.metrics import install_metrics
 from api.ratelimit import RateLimiter
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.read_sessionmaker = make_sessionmaker(read_only(engine))
+        app.state.curve_cache = CurveCache()
         app.state.celery = make_celery(settings)
         app.state.rate_limiter = RateLimiter(
             settings.limits.requests_per_minute, settings.limits.request_burst

@@ -70,7 +70,8 @@ def compare_jobs(
         headers = cache_headers(jobs, job_etag(jobs, variant))
         if (cached := not_modified(request, headers)) is not None:
             return cached
-        loaded = [load_curves(session, job) for job in jobs]
+        cache = request.app.state.curve_cache
+        loaded = [load_curves(session, job, cache=cache) for job in jobs]
 
     if format != "json":
         metrics = chosen_metrics or list(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import csv
 import dataclasses
 import io
@@ -13,6 +14,7 @@ from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
 from api.caching import cache_headers, job_etag, not_modified
+from api.curve_cache import CurveCache
 from api.deps import JobDep, OwnerDep, SessionDep
 from api.schemas import CurvesPublic
 from trainrun.datasets import DATASETS
@@ -70,8 +72,16 @@ def task_of(job: Job, columns: dict[str, tuple[Any, ...]]) -> str:
     return DATASETS[source].info.get("task", "classification") if source in DATASETS else ""
 
 
-def load_curves(session: Session, job: Job, since_epoch: int = 0) -> tuple[str, CurveArrays]:
-    columns = curve_queries.figure_columns(session, job.id, since_epoch)
+def load_curves(
+    session: Session, job: Job, since_epoch: int = 0, cache: CurveCache | None = None
+) -> tuple[str, CurveArrays]:
+    if cache is None:
+        columns: dict[str, Any] = curve_queries.figure_columns(session, job.id, since_epoch)
+    else:
+        columns = cache.columns(session, job)
+        if since_epoch:
+            start = bisect.bisect_right(columns["epoch"], since_epoch)
+            columns = {c: v[start:] for c, v in columns.items()}
     task = task_of(job, columns)
     return task, curve_arrays(columns, task)
 
@@ -103,13 +113,19 @@ def get_curves(
     max_points: MaxPoints = None,
 ) -> Response:
     """Columnar per-epoch figures: ``epochs`` and ``series[phase][metric]``."""
-    headers = cache_headers([job], job_etag([job], f"json:{since_epoch}:{max_points}"))
+    variant = f"json:{since_epoch}:{max_points}"
+    headers = cache_headers([job], job_etag([job], variant))
     if (cached := not_modified(request, headers)) is not None:
         return cached
-    task, curves = load_curves(session, job, since_epoch)
+    cache: CurveCache = request.app.state.curve_cache
+    if (body := cache.response(job, variant)) is not None:
+        return Response(body, media_type="application/json", headers=headers)
+    task, curves = load_curves(session, job, since_epoch, cache)
     curves, sampling = downsample(curves, max_points)
-    body = {"job_id": job.id, "status": job.status, "task": task, **curves.to_lists()}
-    return json_response({**body, "sampling": sampling}, headers)
+    fields = {"job_id": job.id, "status": job.status, "task": task, **curves.to_lists()}
+    response = json_response({**fields, "sampling": sampling}, headers)
+    cache.keep_response(job, variant, bytes(response.body))
+    return response
 
 
 def _cell(value: Any) -> Any:
@@ -156,7 +172,7 @@ def _image(
         headers = cache_headers([job], job_etag([job], variant))
         if (cached := not_modified(request, headers)) is not None:
             return cached
-        task, curves = load_curves(session, job)
+        task, curves = load_curves(session, job, cache=request.app.state.curve_cache)
     metrics = chosen_metrics or list(metrics_for(task))
     title = f"{job.name} ({job.id[:8]}, {job.status})"
     image = render_curves(curves, metrics, title, fmt, chosen_phases)

@@ -36,7 +36,7 @@ def figure_columns(
     )
     if phase is not None:
         q = q.where(EpochFigures.phase == phase)
-    rows = session.execute(q).tuples().all()
+    rows = session.execute(q).all()
     transposed = list(zip(*rows, strict=True)) if rows else [() for _ in names]
     return dict(zip(names, transposed, strict=True))
 
