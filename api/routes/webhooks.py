@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, Field, field_validator
 
 from api.deps import OwnerDep, PrincipalDep, SessionDep
+from api.responses import errors
 from trainrun.db import webhook_queries
 from trainrun.db.tables import Webhook, WebhookDelivery
 
@@ -120,7 +121,12 @@ def valid_webhook(webhook_id: str, session: SessionDep, owner: OwnerDep) -> Webh
 WebhookDep = Annotated[Webhook, Depends(valid_webhook)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=WebhookCreated)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=WebhookCreated,
+    responses=errors(400, 413),
+)
 def create_webhook(
     body: WebhookCreate, response: Response, session: SessionDep, principal: PrincipalDep
 ) -> WebhookCreated:
@@ -143,19 +149,19 @@ def list_webhooks(session: SessionDep, owner: OwnerDep) -> WebhooksPublic:
     )
 
 
-@router.get("/{webhook_id}", response_model=WebhookPublic)
+@router.get("/{webhook_id}", response_model=WebhookPublic, responses=errors(404))
 def get_webhook(hook: WebhookDep) -> WebhookPublic:
     return WebhookPublic.of(hook)
 
 
-@router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 def delete_webhook(hook: WebhookDep, session: SessionDep) -> Response:
     """Pending deliveries are dropped with it."""
     webhook_queries.delete_webhook(session, hook)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{webhook_id}/deliveries", response_model=DeliveriesPublic)
+@router.get("/{webhook_id}/deliveries", response_model=DeliveriesPublic, responses=errors(404))
 def list_deliveries(
     hook: WebhookDep,
     session: SessionDep,

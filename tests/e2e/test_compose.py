@@ -250,8 +250,8 @@ class NativeHost:
                 env[key] = self.broker_url(value)
             elif key.endswith("_DIR") or key == "TRAINRUN_HOME":
                 env[key] = self.path(name, value)
-        # TRAINRUN_AUTH_ENABLED stays as the file sets it: the API does not enforce auth yet.
-        # Once it does, this run needs a token (or must drop the variable, saying why).
+        # TRAINRUN_AUTH_ENABLED stays as the file sets it: the run below makes a token first,
+        # as an operator does with `docker compose run --rm api trainrun token create ...`.
         env.setdefault("TRAINRUN_HOME", self.path(name, "/var/lib/trainrun"))  # the image's ENV
         env["TRAINRUN_QUEUE_NAME"] = self.settings.queue_name  # not the shared default queue
         return service_env(env)
@@ -291,12 +291,22 @@ def test_compose_services_run_natively_and_train_a_job(
     assert "database at upgrade" in migrate.log()
     assert host.healthy("migrate")
 
+    made = subprocess.run(
+        [sys.executable, "-m", "trainrun", "token", "create", "--owner", "compose-test"],
+        env=host.env("api"), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+
     names = [n for n in ("api", "worker", "reaper") if n in host.compose["services"]]
     services = {name: host.service(name) for name in names}
     with running(*services.values()):
         for name in names:
             wait_for(partial(host.healthy, name), timeout=45, interval=0.5, what=f"{name} healthy")
-        with httpx.Client(base_url=f"http://127.0.0.1:{host.api_port}", timeout=10) as client:
+        base = f"http://127.0.0.1:{host.api_port}"
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{base}/v1/jobs", timeout=10).status_code == 401  # auth is on
+        with httpx.Client(base_url=base, headers=auth, timeout=10) as client:
             created = client.post("/v1/jobs", json=sine_spec(epochs=3))
             assert created.status_code == 201, created.text
             job = wait_job_final(client, created.json()["id"], timeout=60)
