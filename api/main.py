@@ -14,6 +14,7 @@ from api.curve_cache import CurveCache
 from api.errors import install_error_handlers
 from api.metrics import install_metrics
 from api.ratelimit import RateLimiter
+from api.responses import errors
 from api.routes import (
     artifacts,
     compare,
@@ -24,6 +25,7 @@ from api.routes import (
     health,
     jobs,
     metrics,
+    sweeps,
     web,
     webhooks,
 )
@@ -84,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         artifacts.router,
         datasets.router,
         webhooks.router,
+        sweeps.router,
     ):
-        app.include_router(router, dependencies=v1)
+        app.include_router(router, dependencies=v1, responses=errors(401, 429))
     return app

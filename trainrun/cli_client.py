@@ -318,3 +318,7 @@ def add_client_commands(sub: Any) -> None:
     diagnose = command("diagnose", cmd_diagnose, "what the curves say, and why")
     diagnose.add_argument("job_id")
     diagnose.add_argument("--json", action="store_true")
+
+    from trainrun.cli_sweep import add_sweep_commands  # imports this module: import here
+
+    add_sweep_commands(command)

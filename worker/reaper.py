@@ -21,6 +21,7 @@ from trainrun.db.engine import make_engine, make_sessionmaker, transaction
 from trainrun.db.tables import Job, JobStatus, utcnow
 from trainrun.db.webhook_queries import enqueue_job_event
 from trainrun.settings import Settings
+from trainrun.sweeps.scheduler import step_sweeps
 from worker.celery_app import send_run_job
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def run_reaper(settings: Settings, app: Celery, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
                 reap_once(factory, app, settings)
+                step_sweeps(factory, lambda job_id: send_run_job(app, job_id))  # sweep slots
             except SQLAlchemyError as exc:
                 log.warning("reaper: database error, retrying next sweep: %s", exc)
             stop.wait(settings.reaper_interval_seconds)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from trainrun.db.engine import make_engine, make_sessionmaker
 from trainrun.settings import Settings, get_settings
-from worker.celery_app import RUN_JOB, app
+from worker.celery_app import RUN_JOB, app, send_run_job
 from worker.runner import execute_job
 
 log = logging.getLogger(__name__)
@@ -89,4 +89,16 @@ def _start_reaper(**_: Any) -> None:
 def run_job(job_id: str) -> str:
     state = process_state()
     _drain_on_sigterm(state)
-    return execute_job(job_id, state.settings, state.factory, state.drain).value
+    outcome = execute_job(job_id, state.settings, state.factory, state.drain)
+    _next_sweep_run(state, job_id)
+    return outcome.value
+
+
+def _next_sweep_run(state: ProcessState, job_id: str) -> None:
+    """A sweep's job ended: give its slot to the next run now, not at the next reaper sweep."""
+    from trainrun.sweeps.scheduler import step_after_job
+
+    try:
+        step_after_job(state.factory, lambda next_id: send_run_job(app, next_id), job_id)
+    except Exception as exc:  # the reaper's sweep step does it later
+        log.warning("job %s: sweep step after the job failed: %s", job_id, exc)

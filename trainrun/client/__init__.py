@@ -33,6 +33,7 @@ from trainrun.client._models import (
     Job,
     JobPage,
 )
+from trainrun.client._sweep_models import Sweep, SweepDiagnosis, SweepPage, SweepRun, SweepVariant
 from trainrun.client._sync import Client
 
 __all__ = [
@@ -53,6 +54,11 @@ __all__ = [
     "RateLimited",
     "ServerError",
     "SpecFileError",
+    "Sweep",
+    "SweepDiagnosis",
+    "SweepPage",
+    "SweepRun",
+    "SweepVariant",
     "TrainrunClientError",
     "Unauthorized",
     "ValidationFailed",

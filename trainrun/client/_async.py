@@ -16,6 +16,7 @@ import httpx
 from trainrun.client import _base
 from trainrun.client._errors import ConnectionFailed, RateLimited, WaitTimeout
 from trainrun.client._models import Curves, Diagnosis, EpochEvent, Job, JobPage
+from trainrun.client._sweep_models import Sweep, SweepDiagnosis, SweepPage
 from trainrun.client.sse import SSEParser
 
 if TYPE_CHECKING:
@@ -129,6 +130,38 @@ class AsyncClient:
                     raise WaitTimeout(f"job {job_id} not final after {timeout}s")
                 delay = min(delay, left)
             await asyncio.sleep(delay)
+
+    # Sweeps
+
+    async def submit_sweep(
+        self, spec: _base.SpecInput, idempotency_key: str | None = None
+    ) -> Sweep:
+        """Submit a sweep spec (base + variations ...), as a mapping or a YAML/JSON file."""
+        body = _base.load_spec(spec)
+        key = idempotency_key or _base.new_idempotency_key()
+        response = await self._request(
+            "POST", "/v1/sweeps", json=body, headers={"Idempotency-Key": key}
+        )
+        return Sweep.model_validate(response.json())
+
+    async def get_sweep(self, sweep_id: str) -> Sweep:
+        response = await self._request("GET", f"/v1/sweeps/{sweep_id}")
+        return Sweep.model_validate(response.json())
+
+    async def list_sweeps(self, limit: int = 50, cursor: str | None = None) -> SweepPage:
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        response = await self._request("GET", "/v1/sweeps", params=params)
+        return SweepPage.model_validate(response.json())
+
+    async def cancel_sweep(self, sweep_id: str) -> Sweep:
+        response = await self._request("POST", f"/v1/sweeps/{sweep_id}/cancel")
+        return Sweep.model_validate(response.json())
+
+    async def sweep_diagnosis(self, sweep_id: str) -> SweepDiagnosis:
+        response = await self._request("GET", f"/v1/sweeps/{sweep_id}/diagnosis")
+        return SweepDiagnosis.model_validate(response.json())
 
     # Live figures
 

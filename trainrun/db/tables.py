@@ -127,6 +127,11 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    # A sweep's job: its sweep and variant index (the variant's overrides: ``SweepVariant``).
+    sweep_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="SET NULL"), default=None, index=True
+    )
+    sweep_variant: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class EpochFigures(Base):
@@ -272,3 +277,60 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class SweepRunState(enum.StrEnum):
+    pending = "pending"  # waiting for a free slot (max_concurrent); no job yet
+    launched = "launched"  # its job exists; the job's status tells the rest
+    cancelled = "cancelled"  # the sweep was cancelled before the run started
+
+
+_sweep_run_state_values = ", ".join(f"'{s.value}'" for s in SweepRunState)
+
+
+class Sweep(Base):
+    """Many variants of one job spec; each run (variant x seed) becomes an ordinary job."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (
+        Index("ix_sweeps_owner_created", "owner", "created_at", "id"),
+        UniqueConstraint("owner", "idempotency_key"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner: Mapped[str] = mapped_column(String(200), default="anonymous")
+    name: Mapped[str] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]]  # the sweep spec as submitted (validated)
+    max_concurrent: Mapped[int] = mapped_column(Integer)
+    runs_total: Mapped[int] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SweepVariant(Base):
+    """One run of a sweep: a variant's overrides (and seed), its job once it is launched."""
+
+    __tablename__ = "sweep_variants"
+    __table_args__ = (
+        UniqueConstraint("sweep_id", "variant", "repeat"),
+        CheckConstraint(f"state IN ({_sweep_run_state_values})", name="state"),
+        Index("ix_sweep_variants_sweep_state", "sweep_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    variant: Mapped[int] = mapped_column(Integer)  # index into the expanded variations
+    repeat: Mapped[int] = mapped_column(Integer, default=0)  # index into repeats.seeds
+    seed: Mapped[int | None] = mapped_column(BigInteger, default=None)  # set by repeats
+    overrides: Mapped[dict[str, Any]]  # path -> value, applied to the base spec
+    spec: Mapped[dict[str, Any]]  # the job spec, validated and dry-built at submit
+    parameter_count: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default=SweepRunState.pending.value)
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), default=None, index=True
+    )
+    stop_reason: Mapped[str | None] = mapped_column(Text, default=None)  # the median rule's
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    launched_at: Mapped[datetime | None] = mapped_column(default=None)
