@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 
@@ -38,9 +39,18 @@ class BodySizeLimit:
                     raise _TooLarge
             return message
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
+        started = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if too_large:  # the app's answer to a cut-off body (FastAPI: a 400) is replaced
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        with contextlib.suppress(_TooLarge):
+            await self.app(scope, limited_receive, guarded_send)
+        if too_large and not started:
             await self._reject(send)
 
     async def _reject(self, send: Send) -> None:

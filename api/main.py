@@ -44,7 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings)
+        # One connection per threadpool thread (anyio's default is 40): a request never waits
+        # for a pooled connection behind others' (a pool timeout would be a 500).
+        engine = make_engine(settings, pool_size=10, max_overflow=40)
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)

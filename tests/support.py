@@ -150,3 +150,15 @@ def digits_spec(epochs: int = 3, **overrides: Any) -> dict[str, Any]:
     }
     spec.update(overrides)
     return spec
+
+
+def iris_spec(epochs: int = 1, **overrides: Any) -> dict[str, Any]:
+    """A tiny MLP on iris (150 rows, 67 parameters): the cheapest job that trains for real."""
+    spec = digits_spec(
+        epochs=epochs,
+        name="iris-mlp",
+        data={"source": "iris", "standardize": True},
+        model={"kind": "mlp", "hidden": [8]},
+    )
+    spec.update(overrides)
+    return spec

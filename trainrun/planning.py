@@ -65,6 +65,11 @@ def check_loss(spec: JobSpec, table: Table) -> tuple[int, ...]:
 
 def plan_job(spec: JobSpec, limits: Limits) -> Plan:
     table = load_data(spec)
+    if len(table) > limits.max_dataset_rows:
+        raise SpecError(
+            ("data",),
+            f"the dataset has {len(table):,} rows; the limit is {limits.max_dataset_rows:,}",
+        )
     split = prepare_data(spec, table)
     widths = check_loss(spec, table)
     if spec.training.epochs > limits.max_epochs:

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from api.deps import JobDep, SessionDep
+from api.responses import errors
 from trainrun.db import queries
 from trainrun.errors import NotFound
 
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 @router.get(
     "/{job_id}/model",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={200: {"content": {"application/octet-stream": {}}}, **errors(404)},
 )
 def download_model(job: JobDep, session: SessionDep) -> FileResponse:
     """The model file; rebuild it with ``trainrun.artifacts.load_model(path)``."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response
 
 from api.caching import cache_headers, job_etag, not_modified
 from api.deps import OwnerDep
+from api.responses import errors, query_error
 from api.routes.curves import (
     ALL_METRICS,
     MaxPoints,
@@ -32,12 +33,9 @@ IMAGE_PHASES = ("train_eval", "val")  # the two curves measured under the same r
 def _ids(value: str) -> list[str]:
     ids = list(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
     if not ids:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "ids: give at least one job id")
+        raise query_error("ids", "give at least one job id")
     if len(ids) > MAX_JOBS:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"ids: at most {MAX_JOBS} jobs can be compared at once, got {len(ids)}",
-        )
+        raise query_error("ids", f"at most {MAX_JOBS} jobs can be compared at once, got {len(ids)}")
     return ids
 
 
@@ -47,7 +45,8 @@ def _ids(value: str) -> list[str]:
         200: {
             "content": {"application/json": {}, "image/png": {}, "image/svg+xml": {}},
             "description": "JSON: one entry per job; images: a panel per metric, jobs overlaid",
-        }
+        },
+        **errors(304, 404),
     },
 )
 def compare_jobs(

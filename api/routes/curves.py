@@ -9,13 +9,14 @@ import io
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response
 from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
 from api.caching import cache_headers, job_etag, not_modified
 from api.curve_cache import CurveCache
 from api.deps import JobDep, OwnerDep, SessionDep
+from api.responses import errors, query_error
 from api.schemas import CurvesPublic
 from trainrun.datasets import DATASETS
 from trainrun.db import curve_queries, queries
@@ -57,8 +58,8 @@ def pick(value: str | None, allowed: Sequence[str], what: str) -> list[str] | No
     chosen = list(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
     unknown = [v for v in chosen if v not in allowed]
     if unknown:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
+        raise query_error(
+            "phases" if what == "phase" else what,  # the query parameter's name
             f"unknown {what} {', '.join(unknown)}; choose from {', '.join(allowed)}",
         )
     return chosen
@@ -104,7 +105,7 @@ def json_response(body: dict[str, Any], headers: dict[str, str]) -> Response:
     )
 
 
-@router.get("/{job_id}/curves", response_model=CurvesPublic)
+@router.get("/{job_id}/curves", response_model=CurvesPublic, responses=errors(304, 404))
 def get_curves(
     job: JobDep,
     session: SessionDep,
@@ -135,7 +136,10 @@ def _cell(value: Any) -> Any:
 @router.get(
     "/{job_id}/curves.csv",
     response_class=Response,
-    responses={200: {"content": {"text/csv": {}}, "description": "one row per epoch and phase"}},
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "one row per epoch and phase"},
+        **errors(304, 404),
+    },
 )
 def get_curves_csv(job: JobDep, session: SessionDep, request: Request) -> Response:
     """Every stored row at full fidelity: sufficient statistics, then the derived metrics."""
@@ -182,7 +186,10 @@ def _image(
 @router.get(
     "/{job_id}/curves.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "a panel per metric"}},
+    responses={
+        200: {"content": {"image/png": {}}, "description": "a panel per metric"},
+        **errors(304, 404),
+    },
 )
 def get_curves_png(
     job_id: str,
@@ -198,7 +205,10 @@ def get_curves_png(
 @router.get(
     "/{job_id}/curves.svg",
     response_class=Response,
-    responses={200: {"content": {"image/svg+xml": {}}, "description": "a panel per metric"}},
+    responses={
+        200: {"content": {"image/svg+xml": {}}, "description": "a panel per metric"},
+        **errors(304, 404),
+    },
 )
 def get_curves_svg(
     job_id: str,

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import OwnerDep, PrincipalDep, SessionDep, SettingsDep
+from api.responses import errors, validation_error
 from api.upload import receive_file
 from trainrun.datasets.files import describe_file, sniff_format, upload_path, uploads_dir
 from trainrun.db import dataset_queries
@@ -76,6 +77,10 @@ def _unlink_on(session: Session, when: str, path: Path) -> None:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetPublic,
+    responses={
+        **errors(400, 413, 415),
+        422: validation_error("an unreadable file or form field"),
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -150,12 +155,12 @@ def list_datasets(
     return DatasetsPublic(data=[DatasetPublic.of(d) for d in rows])
 
 
-@router.get("/{dataset_id}", response_model=DatasetPublic)
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=errors(404))
 def get_dataset(dataset: DatasetDep) -> DatasetPublic:
     return DatasetPublic.of(dataset)
 
 
-@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 def delete_dataset(dataset: DatasetDep, session: SessionDep, settings: SettingsDep) -> Response:
     """Removes the row, and the file once the removal is committed."""
     path = settings.resolved_data_dir / dataset.path

@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import JobDep, SessionDep
+from api.responses import errors
 from trainrun.datasets import load_table, split_table
 from trainrun.db import queries
 from trainrun.diagnosis import ClassPriors, Diagnosis, Finding, diagnose
@@ -92,7 +93,7 @@ def class_priors(spec: JobSpec) -> ClassPriors | None:
     return None if counts is None else ClassPriors.from_counts(*counts)
 
 
-@router.get("/{job_id}/diagnosis", response_model=DiagnosisPublic)
+@router.get("/{job_id}/diagnosis", response_model=DiagnosisPublic, responses=errors(404, 409))
 def get_diagnosis(job: JobDep, session: SessionDep) -> DiagnosisPublic:
     """What the stored curves say, and why; works while the job runs."""
     try:

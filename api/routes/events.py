@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import OwnerDep
+from api.responses import errors
 from trainrun.db import curve_queries, queries
 from trainrun.db.curve_queries import JobState
 from trainrun.db.engine import transaction
@@ -141,7 +142,8 @@ async def _stream(
             "content": {"text/event-stream": {}},
             "description": "`epoch` events (id = epoch, data = that epoch's figures per phase), "
             "then one `end` event with the final status and the test figures",
-        }
+        },
+        **errors(404),
     },
 )
 async def stream_events(

@@ -11,10 +11,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.deps import CeleryDep, JobDep, OwnerDep, PrincipalDep, SessionDep, SettingsDep
+from api.responses import errors, query_error
 from api.schemas import JobPublic, JobsPublic
 from trainrun.db import dataset_queries, queries
 from trainrun.db.tables import JobStatus, utcnow
-from trainrun.errors import NotFound, SpecError, TrainrunError
+from trainrun.errors import NotFound, SpecError
 from trainrun.planning import plan_job
 from trainrun.spec import JobSpec
 from worker.celery_app import send_run_job
@@ -60,7 +61,8 @@ IdempotencyKey = Annotated[
     status_code=status.HTTP_201_CREATED,
     response_model=JobPublic,
     responses={
-        200: {"description": "an earlier submit with this Idempotency-Key", "model": JobPublic}
+        200: {"description": "an earlier submit with this Idempotency-Key", "model": JobPublic},
+        **errors(400, 413),
     },
 )
 def create_job(
@@ -74,6 +76,10 @@ def create_job(
 ) -> JobPublic:
     """Validate and dry-build the spec, store the job, then queue it."""
     body = spec.model_dump(mode="json")
+    # Plan first, holding no database connection: under load the CPU-bound dry build would
+    # otherwise keep a pooled connection checked out and starve every other request.
+    _check_dataset_access(session, spec, principal.visible_owner)  # before its file is read
+    plan = plan_job(spec, settings.limits)
     if idempotency_key is not None:
         earlier = queries.find_idempotent(session, principal.owner, idempotency_key, body)
         if earlier is not None:
@@ -81,8 +87,6 @@ def create_job(
             response.headers["Location"] = f"/v1/jobs/{earlier.id}"
             return JobPublic.of(earlier, utcnow())
     queries.check_active_quota(session, principal.owner, settings.limits.max_active_jobs_per_owner)
-    _check_dataset_access(session, spec, principal.visible_owner)
-    plan = plan_job(spec, settings.limits)
     try:
         with session.begin_nested():
             job = queries.create_job(
@@ -127,17 +131,17 @@ def list_jobs(
             cursor=cursor,
         )
     except ValueError as exc:
-        raise TrainrunError(str(exc)) from None
+        raise query_error("cursor", str(exc)) from None
     now = utcnow()
     return JobsPublic(data=[JobPublic.of(j, now) for j in page.jobs], next_cursor=page.next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobPublic)
+@router.get("/{job_id}", response_model=JobPublic, responses=errors(404))
 def get_job(job: JobDep) -> JobPublic:
     return JobPublic.of(job, utcnow())
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=errors(404))
 def cancel_job(job: JobDep, session: SessionDep) -> JobPublic:
     """A queued job is cancelled at once; a running one stops between batches."""
     return JobPublic.of(queries.request_cancel(session, job), utcnow())

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from api.deps import CeleryDep, OwnerDep, PrincipalDep, SessionDep, SettingsDep
+from api.responses import errors, query_error
 from api.routes.compare import compare_jobs
 from api.routes.curves import MaxPoints, MetricParam, PhasesParam
 from api.routes.jobs import IdempotencyKey, ring_after_commit
@@ -22,7 +23,7 @@ from api.sweep_schemas import (
 from trainrun.db import queries, sweep_queries
 from trainrun.db.engine import transaction
 from trainrun.db.tables import Sweep
-from trainrun.errors import NotFound, SpecError, TrainrunError
+from trainrun.errors import NotFound, SpecError
 from trainrun.sweeps.diagnosis import RunEvidence, diagnose_sweep, find_val_beats_train
 from trainrun.sweeps.expand import SweepInvalid, variant_error
 from trainrun.sweeps.leaderboard import ranked_job_ids
@@ -112,7 +113,7 @@ def list_sweeps(
     try:
         page = sweep_queries.list_sweeps(session, owner=owner, limit=limit, cursor=cursor)
     except ValueError as exc:
-        raise TrainrunError(str(exc)) from None
+        raise query_error("cursor", str(exc)) from None
     summaries = load_summaries(session, page.sweeps)
     return SweepsPublic(
         data=[SweepSummaryPublic.of(s, *summaries[s.id]) for s in page.sweeps],
@@ -120,20 +121,20 @@ def list_sweeps(
     )
 
 
-@router.get("/{sweep_id}", response_model=SweepPublic)
+@router.get("/{sweep_id}", response_model=SweepPublic, responses=errors(404))
 def get_sweep(sweep: SweepDep, session: SessionDep) -> SweepPublic:
     """Status, counts by state, and the leaderboard (seeds aggregated per variant)."""
     return SweepPublic.of_state(load_state(session, sweep))
 
 
-@router.post("/{sweep_id}/cancel", response_model=SweepPublic)
+@router.post("/{sweep_id}/cancel", response_model=SweepPublic, responses=errors(404))
 def cancel_sweep(sweep: SweepDep, session: SessionDep) -> SweepPublic:
     """Waiting runs are cancelled at once; running ones stop between batches."""
     sweep_queries.cancel_sweep(session, sweep)
     return SweepPublic.of_state(load_state(session, sweep))
 
 
-@router.get("/{sweep_id}/compare", response_model=None)
+@router.get("/{sweep_id}/compare", response_model=None, responses=errors(304, 404))
 def compare_sweep(
     request: Request,
     sweep_id: str,
@@ -152,7 +153,7 @@ def compare_sweep(
     return compare_jobs(request, owner, ",".join(ids), format, metric, phases, max_points)
 
 
-@router.get("/{sweep_id}/diagnosis", response_model=SweepDiagnosisPublic)
+@router.get("/{sweep_id}/diagnosis", response_model=SweepDiagnosisPublic, responses=errors(404))
 def sweep_diagnosis(sweep: SweepDep, session: SessionDep) -> SweepDiagnosisPublic:
     """Per variant the train-mode vs eval-mode gap and val_beats_train; the gap against the
     swept parameter (Spearman) when one numeric parameter is swept."""

@@ -226,7 +226,7 @@ def test_png_and_svg(client: httpx.Client, writer_factory: Any) -> None:
     root = ET.fromstring(svg.content)
     assert root.tag.endswith("svg")
     bad = client.get(f"/v1/jobs/{w.job_id}/curves.png", params={"metric": "bogus"})
-    assert bad.status_code == 422 and "bogus" in bad.json()["detail"]
+    assert bad.status_code == 422 and "bogus" in bad.json()["detail"][0]["msg"]
 
 
 def test_etag_and_not_modified(client: httpx.Client, writer_factory: Any) -> None:

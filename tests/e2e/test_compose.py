@@ -251,7 +251,7 @@ class NativeHost:
             elif key.endswith("_DIR") or key == "TRAINRUN_HOME":
                 env[key] = self.path(name, value)
         # TRAINRUN_AUTH_ENABLED stays as the file sets it: the run below makes a token first,
-        # as an operator does with `docker compose run --rm api trainrun token create ...`.
+        # as an operator does with `docker compose run --rm api token create ...`.
         env.setdefault("TRAINRUN_HOME", self.path(name, "/var/lib/trainrun"))  # the image's ENV
         env["TRAINRUN_QUEUE_NAME"] = self.settings.queue_name  # not the shared default queue
         return service_env(env)
