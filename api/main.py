@@ -90,5 +90,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks.router,
         sweeps.router,
     ):
-        app.include_router(router, dependencies=v1, responses=errors(401, 429))
+        app.include_router(router, dependencies=v1, responses=errors(401, 429, 503))
     return app
