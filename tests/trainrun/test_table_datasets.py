@@ -262,3 +262,21 @@ def test_a_changed_file_is_parsed_again(data_root: Path) -> None:
     write_csv(path, ["a", "y"], [[1, 0], [2, 1], [3, 0]])
     os.utime(path, ns=(1, 1))  # the size differs too; make the mtime differ surely
     assert len(load(path="t.csv", target="y", task="classification")) == 3
+
+
+def test_one_hot_target_columns_are_classes_for_cross_entropy(data_root: Path) -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, size=40)
+    rows = [[*rng.normal(size=2).round(4), *np.eye(3, dtype=int)[k]] for k in labels]
+    write_csv(data_root / "onehot.csv", ["u", "v", "c0", "c1", "c2"], rows)
+    params = {"path": "onehot.csv", "target": ["c0", "c1", "c2"], "task": "classification"}
+    table = load(**params)
+    assert table.task == "classification" and table.n_classes == 3
+    assert table.y.tolist() == labels.tolist()
+    assert plan_job(job(params), Limits()).output_width == 3
+
+    rows[5][3] = 1  # two 1s in one row: not one-hot
+    write_csv(data_root / "bad.csv", ["u", "v", "c0", "c1", "c2"], rows)
+    error = spec_error({**params, "path": "bad.csv"})
+    assert error.loc == ("data", "params", "target")
+    assert "one-hot" in error.message

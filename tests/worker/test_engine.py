@@ -216,3 +216,19 @@ def test_a_model_file_rebuilds_the_module_alone(tmp_path: Path) -> None:
     result.model.eval()
     with torch.no_grad():
         assert torch.equal(loaded(x), result.model(x))
+
+
+def test_train_eval_every_k_epochs_and_always_on_the_last() -> None:
+    rows, _ = run(sine_spec(epochs=5, evaluation={"train_eval": {"every": 2}}))
+    assert [e for e in sorted(rows) if "train_eval" in rows[e]] == [1, 3, 5]
+    assert all("val" in rows[e] and "train" in rows[e] for e in rows)
+
+
+def test_train_eval_on_a_fixed_seeded_subset() -> None:
+    spec = sine_spec(epochs=3, evaluation={"train_eval": {"subset": 300}})
+    rows, _ = run(spec)
+    assert {rows[e]["train_eval"]["n"] for e in rows} == {300}
+    again, _ = run(spec)  # the same rows each time: same seed, same subset, same figures
+    assert [again[e]["train_eval"]["loss_sum"] for e in (1, 2, 3)] == [
+        rows[e]["train_eval"]["loss_sum"] for e in (1, 2, 3)
+    ]

@@ -406,6 +406,18 @@ def _few_distinct(y: np.ndarray) -> bool:
     return len(np.unique(y)) <= limit
 
 
+def _one_hot_indices(y: np.ndarray, name: str) -> np.ndarray:
+    """One-hot target columns (one 1 per row, the rest 0) -> class indices."""
+    values = np.asarray(y, dtype=np.float64)
+    if not (np.isin(values, (0.0, 1.0)).all() and (values.sum(axis=1) == 1).all()):
+        raise DatasetParamError(
+            "target",
+            f"targets '{name}' as classes must be one-hot (exactly one 1 per row, else 0); "
+            "give a single label column otherwise",
+        )
+    return np.ascontiguousarray(values.argmax(axis=1), dtype=np.int64)
+
+
 def make_table(raw: RawTable, task: Task | None) -> Table:
     """Decide the task and shape the targets as ``Table`` expects."""
     y = raw.y
@@ -414,6 +426,8 @@ def make_table(raw: RawTable, task: Task | None) -> Table:
     if y.ndim == 2 and y.shape[1] == 1:
         y = y.reshape(n)
     text = y.dtype.kind in "OUS"
+    if y.ndim == 2 and task == "classification" and not text:
+        return Table(raw.x, _one_hot_indices(y, name), "classification", int(y.shape[1]))
     if y.ndim != 1 and (task == "classification" or text):
         raise DatasetParamError("target", "classification needs a single target column")
     if y.dtype.kind == "f" and not np.isfinite(y).all():
