@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +35,8 @@ from trainrun.settings import Settings
 
 pytestmark = pytest.mark.e2e
 
-MAX_EXAMPLES = 25  # per operation; the whole module stays well under two minutes
-TOTAL_BUDGET_S = 110.0
+# The budget is bounded by examples, not by a clock (about a minute for the module here).
+MAX_EXAMPLES = 25  # per operation
 CHECKS: list[CheckFunction] = [
     schemathesis.checks.not_a_server_error,
     openapi_checks.status_code_conformance,
@@ -52,7 +51,6 @@ OPERATIONS = sorted(
     for path, item in create_app(Settings()).openapi()["paths"].items()
     for method in item
 )
-STARTED = time.monotonic()
 
 
 @dataclass
@@ -141,8 +139,6 @@ def _find(schema: Any, label: str) -> Any:
 
 @pytest.mark.parametrize("label", OPERATIONS)
 def test_operation_survives_fuzzing(target: Target, label: str) -> None:
-    if time.monotonic() - STARTED > TOTAL_BUDGET_S:
-        pytest.fail(f"fuzzing budget of {TOTAL_BUDGET_S}s spent before {label}")
     operation = _find(target.schema, label)
     cases = st.one_of(
         operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
