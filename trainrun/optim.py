@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import Field
 
 from trainrun.catalog import Catalog, KindSpec, Params, tagged_union
+
+
+def fast_step(params: Sequence[torch.Tensor]) -> dict[str, bool]:
+    """Fused kernels when every parameter is a floating-point CUDA tensor, else foreach."""
+    if params and all(p.is_cuda and p.is_floating_point() for p in params):
+        return {"fused": True}
+    return {"foreach": True}
+
 
 OptimizerBuilder = Callable[[Any, Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 OPTIMIZERS: Catalog[OptimizerBuilder] = Catalog("optimizer")
@@ -24,13 +32,14 @@ class SgdParams(Params):
 @OPTIMIZERS.register("sgd", SgdParams)
 def _sgd(p: SgdParams, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """Stochastic gradient descent, with optional (Nesterov) momentum."""
+    params = list(params)
     return torch.optim.SGD(
         params,
         lr=p.lr,
         momentum=p.momentum,
         nesterov=p.nesterov,
         weight_decay=p.weight_decay,
-        foreach=True,
+        **fast_step(params),
     )
 
 
@@ -44,16 +53,28 @@ class AdamParams(Params):
 @OPTIMIZERS.register("adam", AdamParams)
 def _adam(p: AdamParams, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """Adam; ``weight_decay`` here is the coupled (L2-in-gradient) form, as torch defines it."""
+    params = list(params)
     return torch.optim.Adam(
-        params, lr=p.lr, betas=p.betas, eps=p.eps, weight_decay=p.weight_decay, foreach=True
+        params,
+        lr=p.lr,
+        betas=p.betas,
+        eps=p.eps,
+        weight_decay=p.weight_decay,
+        **fast_step(params),
     )
 
 
 @OPTIMIZERS.register("adamw", AdamParams)
 def _adamw(p: AdamParams, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """Adam with decoupled weight decay."""
+    params = list(params)
     return torch.optim.AdamW(
-        params, lr=p.lr, betas=p.betas, eps=p.eps, weight_decay=p.weight_decay, foreach=True
+        params,
+        lr=p.lr,
+        betas=p.betas,
+        eps=p.eps,
+        weight_decay=p.weight_decay,
+        **fast_step(params),
     )
 
 

@@ -119,13 +119,27 @@ class Evaluation(Params):
 
 class Resources(Params):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32"] = "fp32"
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32", description="bf16: autocast on a GPU; a CPU worker trains in fp32"
+    )
+    channels_last: Literal["auto", "on", "off"] = Field(
+        default="auto", description="NHWC for 4-d conv inputs; auto: on a GPU with conv2d layers"
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        default="auto", description="torch.compile; auto: on a GPU, for jobs long enough to repay"
+    )
     cpu_threads: int | Literal["auto"] = Field(
         default="auto", description="torch threads on CPU; auto: 1 for small models"
     )
     time_limit_seconds: float | None = Field(
         default=None, gt=0, description="wall time from first start, over all attempts"
     )
+
+    @model_validator(mode="after")
+    def _bf16_needs_a_gpu(self) -> Resources:
+        if self.device == "cpu" and self.precision == "bf16":
+            raise ValueError("precision bf16 needs a GPU; use fp32 with device cpu")
+        return self
 
 
 _ADAM: Any = {"kind": "adam"}  # the default optimizer, validated like a submitted one

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,9 +44,24 @@ def process_state() -> ProcessState:
     return _state
 
 
+@worker_init.connect
+def _preload_in_parent(**_: Any) -> None:
+    """Before the pool forks: load what every one-job child would otherwise import itself."""
+    from worker.engine.warmup import preload_engine
+
+    preload_engine()
+
+
 @worker_process_init.connect
 def _init_child(**_: Any) -> None:
-    process_state()
+    state = process_state()
+    # Connect now, while the child waits for work, not on the job's clock (bench/RESULTS.md
+    # "service overhead"); the pool keeps the connection for the claim.
+    try:
+        with state.engine.connect():
+            pass
+    except Exception as exc:  # the database may be down; the job's own retries handle that
+        log.warning("pool child could not pre-connect to the database: %s", exc)
 
 
 def _drain_on_sigterm(state: ProcessState) -> None:

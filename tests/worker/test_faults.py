@@ -499,7 +499,7 @@ def test_a_job_longer_than_the_visibility_timeout_trains_once(
         }
     )
     env = {"TRAINRUN_VISIBILITY_TIMEOUT_SECONDS": str(visibility)}
-    epochs = 180
+    epochs = 400  # outlives a second worker's start (the engine runs ~45 ms an epoch here)
     busy = start_worker(services, settings, tmp_path / "worker-1.log", **env)
     job_id = submit(factory, sine_spec(epochs=epochs))
     ring(settings, job_id)

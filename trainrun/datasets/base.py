@@ -51,7 +51,10 @@ def load_table(source: str, params: Any) -> Table:
 
 
 def _subset(t: Table, idx: np.ndarray) -> Table:
-    return Table(t.x[idx], t.y[idx], t.task, t.n_classes)
+    """The rows at ``idx`` as fresh arrays that own their memory (``np.take`` always gives
+    one; fancy indexing may return a view of a temporary), so ``standardize`` may scale them
+    in place."""
+    return Table(np.take(t.x, idx, axis=0), np.take(t.y, idx, axis=0), t.task, t.n_classes)
 
 
 def split_table(
@@ -79,17 +82,39 @@ def split_table(
     )
 
 
+def _column_moments(x: np.ndarray, rows: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std, (1, *sample_shape) float32, in float64 over row chunks: no
+    full-size temporary (``np.std`` makes one), and shifted sums keep the variance exact."""
+    n = len(x)
+    shift = x[: min(n, 4096)].mean(axis=0, dtype=np.float64)
+    total = np.zeros_like(shift)
+    squares = np.zeros_like(shift)
+    for start in range(0, n, rows):
+        d = x[start : start + rows].astype(np.float64) - shift
+        total += d.sum(axis=0)
+        squares += (d * d).sum(axis=0)
+    mean = total / n
+    var = np.maximum(squares / n - mean * mean, 0.0)
+    return (shift + mean)[None].astype(np.float32), np.sqrt(var)[None].astype(np.float32)
+
+
 def standardize(split: SplitArrays) -> SplitArrays:
-    """Scale features with mean and std fitted on the training split only."""
-    axes = 0
-    mean = split.train.x.mean(axis=axes, keepdims=True)
-    std = split.train.x.std(axis=axes, keepdims=True)
+    """Scale features with mean and std fitted on the training split only.
+
+    Arrays that ``split_table`` made (fresh, owned, writeable copies) are scaled in place, so
+    a large table is held once, not once per temporary; anything else is copied first.
+    """
+    mean, std = _column_moments(split.train.x)
     std[std == 0] = 1.0
 
     def apply(t: Table | None) -> Table | None:
         if t is None:
             return None
-        return Table(((t.x - mean) / std).astype(np.float32), t.y, t.task, t.n_classes)
+        own = t.x.flags.owndata and t.x.flags.writeable and t.x.dtype == np.float32
+        x = t.x if own else np.array(t.x, dtype=np.float32)
+        x -= mean
+        x /= std
+        return Table(x, t.y, t.task, t.n_classes)
 
     train, val = apply(split.train), apply(split.val)
     assert train is not None and val is not None

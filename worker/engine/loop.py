@@ -8,8 +8,8 @@ resumable state to ``hooks.on_checkpoint`` and can start from ``hooks.resume``.
 
 from __future__ import annotations
 
+import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,13 +26,27 @@ from trainrun.planning import check_loss
 from trainrun.schedules import Horizon, build_scheduler, steps_per_batch
 from trainrun.spec import JobSpec
 from worker.engine import state as run_state
-from worker.engine.data import DeviceSplit, DeviceTable, batch_indices
+from worker.engine.data import BatchSource, DeviceSplit, free_device_bytes
 from worker.engine.early_stopping import EarlyStopper
 from worker.engine.metrics import PhaseStats
+from worker.engine.tuning import (
+    SMALL_MODEL_PARAMETERS,
+    Tuning,
+    autocast_dtype,
+    compile_forward,
+    configure_cpu_threads,
+    eval_batch_size,
+    should_compile,
+    use_channels_last,
+    use_rand_dropout,
+)
 
+__all__ = ["SMALL_MODEL_PARAMETERS", "configure_cpu_threads", "evaluate", "train"]
+
+log = logging.getLogger(__name__)
 Figures = dict[str, dict[str, Any]]  # phase -> stored statistics
 EpochHook = Callable[[int, Figures], None]
-AUTO_EVAL_BATCH = 8192
+Forward = Callable[[Tensor], Tensor]
 
 
 class Stopped(Exception):
@@ -79,22 +93,6 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
-# Below this many parameters a CPU step is dominated by per-op overhead, which extra threads
-# only add to (seen: 30x slower with 2 threads on a busy 2-core machine for seed 000's model).
-SMALL_MODEL_PARAMETERS = 100_000
-
-
-def configure_cpu_threads(requested: int | str, model: nn.Module) -> int:
-    """Set torch's intra-op threads for this process; returns the count chosen."""
-    if isinstance(requested, int):
-        threads = requested
-    else:
-        small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMETERS
-        threads = 1 if small else max(1, (os.cpu_count() or 1))
-    torch.set_num_threads(threads)
-    return threads
-
-
 def penalty_term(model: nn.Module, l1: float, l2: float) -> Tensor | float:
     """l1·Σ|w| + l2·Σw² over weight matrices and kernels (biases and norm scales excluded)."""
     if l1 == 0 and l2 == 0:
@@ -108,10 +106,11 @@ def penalty_term(model: nn.Module, l1: float, l2: float) -> Tensor | float:
     return total
 
 
-def penalty_value(model: nn.Module, l1: float, l2: float) -> float:
-    """The penalty of the current weights, as recorded for the eval-mode phases."""
+def penalty_value(model: nn.Module, l1: float, l2: float) -> Tensor | float:
+    """The penalty of the current weights, as recorded for the eval-mode phases (kept on the
+    device: it reaches the host with the phase's other sums, not in a sync of its own)."""
     with torch.no_grad():
-        return float(penalty_term(model, l1, l2))
+        return penalty_term(model, l1, l2)
 
 
 def _data_term(objective: Objective, out: Tensor, y: Tensor) -> Tensor:
@@ -133,22 +132,35 @@ def _check_stop(should_stop: Callable[[], str | None]) -> None:
         raise Stopped(reason)
 
 
+def _forward(forward: Forward, x: Tensor, tuning: Tuning | None) -> Tensor:
+    """The model's output in fp32: autocast covers the network, never the loss (bce is unsafe
+    under autocast) nor the statistics."""
+    if tuning is None:
+        return forward(x)
+    if tuning.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with tuning.forward_context(x.device):
+        out = forward(x)
+    return out.float()
+
+
 def evaluate(
     model: nn.Module,
-    table: DeviceTable,
+    table: BatchSource,
     objective: Objective,
     batch_size: int,
-    penalty: float,
+    penalty: Tensor | float,
     should_stop: Callable[[], str | None],
+    tuning: Tuning | None = None,
+    forward: Forward | None = None,
 ) -> PhaseStats:
     """One eval-mode pass (dropout off, BatchNorm on running statistics)."""
     model.eval()
-    stats = PhaseStats(objective.task, table.x.device, objective.threshold)
+    stats = PhaseStats(objective.task, table.device, objective.threshold)
     with torch.inference_mode():
-        for idx in batch_indices(len(table), batch_size, None):
+        for x, y in table.batches(batch_size, None):
             _check_stop(should_stop)
-            x, y = table.x[idx], table.y[idx]
-            out = model(x)
+            out = _forward(forward or model, x, tuning)
             stats.add(out, y, _data_term(objective, out, y), penalty)
     return stats
 
@@ -161,29 +173,66 @@ def _finite_or_fail(epoch: int, phase: str, row: dict[str, Any]) -> None:
         )
 
 
-def _train_eval_rows(spec: JobSpec, table: DeviceTable) -> DeviceTable:
+def _train_eval_rows(spec: JobSpec, table: BatchSource) -> BatchSource:
     subset = spec.evaluation.train_eval.subset
     if subset is None or subset >= len(table):
         return table
     g = torch.Generator(device="cpu").manual_seed(spec.seed + 1)
-    idx = torch.randperm(len(table), generator=g)[:subset].sort().values.to(table.x.device)
+    idx = torch.randperm(len(table), generator=g)[:subset].sort().values.to(table.device)
     return table.take(idx)
 
 
-def train(spec: JobSpec, arrays: SplitArrays, hooks: Hooks) -> TrainResult:
+def plan_tuning(
+    spec: JobSpec, device: torch.device, model: nn.Module, arrays: SplitArrays, batches: int
+) -> Tuning:
+    """The speed choices for this job on this device (see ``worker.engine.tuning``)."""
+    res = spec.resources
+    x = arrays.train.x
+    sample_bytes = int(x.itemsize * math.prod(arrays.train.sample_shape))
+    eval_batch = eval_batch_size(
+        spec.evaluation.eval_batch_size,
+        device,
+        spec.training.batch_size,
+        sample_bytes,
+        free_device_bytes(device),
+    )
+    tuning = Tuning(eval_batch)
+    tuning.autocast, note = autocast_dtype(res.precision, device)
+    tuning.notes += [note] if note else []
+    tuning.channels_last, note = use_channels_last(
+        res.channels_last, device, arrays.train.sample_shape, model
+    )
+    tuning.notes += [note] if note else []
+    eval_rows = len(arrays.train) + len(arrays.val)
+    steps = spec.training.epochs * (batches + math.ceil(eval_rows / eval_batch))
+    tuning.compiled = should_compile(res.compile, device, steps)
+    return tuning
+
+
+def train(
+    spec: JobSpec, arrays: SplitArrays, hooks: Hooks, *, stream_chunk_rows: int | None = None
+) -> TrainResult:
+    """Train ``spec`` on ``arrays``; ``stream_chunk_rows`` forces the streamed data path."""
     device = resolve_device(spec.resources.device)
     torch.manual_seed(spec.seed)
     widths = check_loss(spec, arrays.train)
     with torch.device(device):
         built = build_model(spec.model, BuildContext(arrays.train.sample_shape, widths[0]))
     model = built.module
-    if device.type == "cpu":
-        configure_cpu_threads(spec.resources.cpu_threads, model)
     objective = bind_objective(spec.loss, arrays.train, built.output_shape[0])
-    optimizer = build_optimizer(spec.optimizer, model.parameters())
-    data = DeviceSplit.from_arrays(arrays, device)
     cfg = spec.training
-    batches = math.ceil(len(data.train) / cfg.batch_size)
+    batches = math.ceil(len(arrays.train) / cfg.batch_size)
+    tuning = plan_tuning(spec, device, model, arrays, batches)
+    if device.type == "cpu":
+        tuning.threads = configure_cpu_threads(spec.resources.cpu_threads, model)
+    tuning.rand_dropout = use_rand_dropout(model, device)
+    if tuning.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    for note in tuning.notes:
+        log.info("%s", note)
+    optimizer = build_optimizer(spec.optimizer, model.parameters())
+    forward: Forward = compile_forward(model) if tuning.compiled else model
+    data = DeviceSplit.from_arrays(arrays, device, stream_chunk_rows)
     scheduler = (
         build_scheduler(spec.scheduler, optimizer, Horizon(cfg.epochs, batches))
         if spec.scheduler is not None
@@ -194,8 +243,7 @@ def train(spec: JobSpec, arrays: SplitArrays, hooks: Hooks) -> TrainResult:
     order_gen = torch.Generator(device=device).manual_seed(spec.seed)
     train_eval_rows = _train_eval_rows(spec, data.train)
     reg = spec.regularization
-    eval_bs = spec.evaluation.eval_batch_size
-    eval_batch = max(cfg.batch_size, AUTO_EVAL_BATCH) if eval_bs == "auto" else eval_bs
+    eval_batch = tuning.eval_batch
 
     start = 1
     if hooks.resume is not None:
@@ -219,10 +267,9 @@ def train(spec: JobSpec, arrays: SplitArrays, hooks: Hooks) -> TrainResult:
         stats = PhaseStats(objective.task, device, objective.threshold)
         n = len(data.train)
         order = torch.randperm(n, generator=order_gen, device=device) if cfg.shuffle else None
-        for idx in batch_indices(n, cfg.batch_size, order):
+        for x, y in data.train.batches(cfg.batch_size, order):
             _check_stop(hooks.should_stop)
-            x, y = data.train.x[idx], data.train.y[idx]
-            out = model(x)
+            out = _forward(forward, x, tuning)
             data_term = _data_term(objective, out, y)
             penalty = penalty_term(model, reg.l1, reg.l2)
             loss = data_term.mean() + penalty
@@ -240,14 +287,21 @@ def train(spec: JobSpec, arrays: SplitArrays, hooks: Hooks) -> TrainResult:
 
         # -- eval mode: the training set (every k epochs, or a subset) and validation
         current_penalty = penalty_value(model, reg.l1, reg.l2)
-        phases: list[tuple[str, DeviceTable]] = []
+        phases: list[tuple[str, BatchSource]] = []
         if (epoch - 1) % spec.evaluation.train_eval.every == 0 or epoch == cfg.epochs:
             phases.append(("train_eval", train_eval_rows))
         phases.append(("val", data.val))
         for phase, table in phases:
             t0 = time.perf_counter()
             stats = evaluate(
-                model, table, objective, eval_batch, current_penalty, hooks.should_stop
+                model,
+                table,
+                objective,
+                eval_batch,
+                current_penalty,
+                hooks.should_stop,
+                tuning,
+                forward,
             )
             figures[phase] = stats.figures(time.perf_counter() - t0)
             _finite_or_fail(epoch, phase, figures[phase])
@@ -267,7 +321,16 @@ def train(spec: JobSpec, arrays: SplitArrays, hooks: Hooks) -> TrainResult:
     if data.test is not None:
         t0 = time.perf_counter()
         test_penalty = penalty_value(model, reg.l1, reg.l2)
-        stats = evaluate(model, data.test, objective, eval_batch, test_penalty, hooks.should_stop)
+        stats = evaluate(
+            model,
+            data.test,
+            objective,
+            eval_batch,
+            test_penalty,
+            hooks.should_stop,
+            tuning,
+            forward,
+        )
         test = {"test": stats.figures(time.perf_counter() - t0)}
         hooks.on_epoch(best_epoch or epoch, test)
         figures.update(test)
@@ -279,4 +342,5 @@ def train(spec: JobSpec, arrays: SplitArrays, hooks: Hooks) -> TrainResult:
         built.output_shape[0],
         best_epoch,
         stopped_early,
+        {"tuning": tuning.summary()},
     )
