@@ -48,7 +48,14 @@ def get_owner(request: Request) -> str | None:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 # scope="function": the commit happens before the response is sent, so a client that reads
 # right after a 201 always finds its job.
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+# max_concurrency: at most this many requests hold a session at once, the rest wait in the
+# event loop. It stays below the threadpool (40 threads) and the pool (50 connections), so a
+# finished request always finds a thread to commit and return its connection; without it, 100
+# clients left every thread waiting for a connection held by a request waiting for a thread.
+SESSION_CONCURRENCY = 32
+SessionDep = Annotated[
+    Session, Depends(get_session, scope="function", max_concurrency=SESSION_CONCURRENCY)
+]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 OwnerDep = Annotated[str | None, Depends(get_owner)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -107,7 +107,11 @@ async def _drive(
     base: str, clients: int, seconds: float, loop_body: Callable[..., Awaitable[None]]
 ) -> tuple[Tally, float]:
     tally = Tally()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them under us
+    # (a request sent on a connection the server is closing fails with ReadError).
+    limits = httpx.Limits(
+        max_connections=clients, max_keepalive_connections=clients, keepalive_expiry=3.0
+    )
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
         stop_at = time.monotonic() + seconds
 
