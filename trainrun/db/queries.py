@@ -6,7 +6,6 @@ Writes made on behalf of a running attempt are fenced: they match ``fence = :tok
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +16,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from trainrun.db.pages import newest_first, page_of
 from trainrun.db.tables import FINAL_STATUSES, Artifact, EpochFigures, Job, JobStatus, utcnow
 from trainrun.db.webhook_queries import enqueue_job_event
 from trainrun.errors import NotFound, SpecError, TooManyRequests
@@ -121,36 +121,16 @@ class Page:
     next_cursor: str | None
 
 
-def _encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, job_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), job_id
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError("invalid cursor") from exc
-
-
 def list_jobs(
     session: Session, *, owner: str | None, status: str | None, limit: int, cursor: str | None
 ) -> Page:
     """Newest first; the cursor is the (created_at, id) of the last row of the previous page."""
-    q = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    q = newest_first(select(Job), Job, limit, cursor)
     if owner is not None:
         q = q.where(Job.owner == owner)
     if status is not None:
         q = q.where(Job.status == status)
-    if cursor:
-        created, job_id = _decode_cursor(cursor)
-        q = q.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
-    rows = session.scalars(q).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(rows, _encode_cursor(rows[-1]) if more and rows else None)
+    return Page(*page_of(session.scalars(q).all(), limit))
 
 
 def mark_enqueued(session: Session, job_id: str) -> None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from trainrun.db import queries
+from trainrun.db.pages import newest_first, page_of
 from trainrun.db.tables import (
     EpochFigures,
     Job,
@@ -91,36 +90,14 @@ class SweepPage:
     next_cursor: str | None
 
 
-def _cursor(sweep: Sweep) -> str:
-    raw = f"{sweep.created_at.isoformat()}|{sweep.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, sweep_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), sweep_id
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError("invalid cursor") from exc
-
-
 def list_sweeps(
     session: Session, *, owner: str | None, limit: int, cursor: str | None
 ) -> SweepPage:
     """Newest first; the cursor is the (created_at, id) of the previous page's last sweep."""
-    q = select(Sweep).order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit + 1)
+    q = newest_first(select(Sweep), Sweep, limit, cursor)
     if owner is not None:
         q = q.where(Sweep.owner == owner)
-    if cursor:
-        created, sweep_id = _decode(cursor)
-        q = q.where(
-            or_(Sweep.created_at < created, and_(Sweep.created_at == created, Sweep.id < sweep_id))
-        )
-    rows = session.scalars(q).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return SweepPage(rows, _cursor(rows[-1]) if more and rows else None)
+    return SweepPage(*page_of(session.scalars(q).all(), limit))
 
 
 def sweep_runs(session: Session, sweep_ids: Sequence[str]) -> list[RunRow]:
