@@ -100,6 +100,26 @@ def running(*services: Service) -> Iterator[None]:
             s.stop()
 
 
+@contextmanager
+def api_process(folder: Path, env: Mapping[str, str]) -> Iterator[str]:
+    """``trainrun db upgrade``, then a real ``trainrun api`` on a free port; yields its URL."""
+    subprocess.run(
+        [sys.executable, "-m", "trainrun", "db", "upgrade"],
+        env=dict(env), cwd=REPO, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    port = free_port()
+    api = Service(["api", "--port", str(port)], env, folder / "api.log", cwd=REPO)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_http_ok(f"{base}/healthz", timeout=60)
+        except AssertionError:
+            raise AssertionError(api.log()) from None
+        yield base
+    finally:
+        api.stop()
+
+
 def wait_http_ok(url: str, timeout: float = 60.0) -> None:
     wait_for(lambda: httpx.get(url, timeout=2).status_code == 200, timeout, 0.2, f"GET {url}")
 

@@ -18,12 +18,10 @@ import pytest
 
 from tests.support import (
     REPO,
-    Service,
+    api_process,
     digits_spec,
-    free_port,
     iris_spec,
     service_env,
-    wait_http_ok,
 )
 from trainrun.db.engine import make_engine, make_sessionmaker, transaction
 from trainrun.db.tokens import create_token
@@ -70,26 +68,9 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     if request.param == "postgresql":
         extra["TRAINRUN_DATABASE_URL"] = request.getfixturevalue("pg_url")
     env = service_env(extra, TRAINRUN_LOG_LEVEL="WARNING")
-    subprocess.run(
-        [sys.executable, "-m", "trainrun", "db", "upgrade"],
-        env=env,
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    port = free_port()
-    proc = Service(["api", "--port", str(port)], env, home / "api.log", cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_http_ok(f"{base}/healthz", timeout=60)
-        except AssertionError:
-            raise AssertionError(proc.log()) from None
+    with api_process(home, env) as base:
         settings = Settings(home=home, database_url=extra.get("TRAINRUN_DATABASE_URL", ""))
         yield Api(base, settings, env)
-    finally:
-        proc.stop()
 
 
 def submit(client: httpx.Client, spec: dict[str, Any], key: str | None = None) -> httpx.Response:

@@ -5,8 +5,6 @@ and PostgreSQL + Redis with a real ``trainrun worker`` for the live stream."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -20,8 +18,8 @@ import pytest
 from tests.conftest import settings_env
 from tests.sse import Event, stream
 from tests.support import (
-    REPO,
     Service,
+    api_process,
     free_port,
     running,
     service_env,
@@ -44,16 +42,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Cl
     tmp = tmp_path_factory.mktemp("curves")
     home = tmp / "home"
     env = service_env(FAST_STREAM, TRAINRUN_HOME=str(home), TRAINRUN_LOG_LEVEL="WARNING")
-    subprocess.run(
-        [sys.executable, "-m", "trainrun", "db", "upgrade"], env=env, cwd=REPO, check=True
-    )
-    port = free_port()
-    api = Service(["api", "--port", str(port)], env, tmp / "api.log", cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
-    with running(api):
-        wait_http_ok(f"{base}/healthz")
-        with httpx.Client(base_url=base, timeout=30) as c:
-            yield c, home
+    with api_process(tmp, env) as base, httpx.Client(base_url=base, timeout=30) as c:
+        yield c, home
 
 
 @pytest.fixture

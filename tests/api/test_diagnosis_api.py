@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,14 +11,10 @@ import httpx
 import pytest
 
 from tests.support import (
-    REPO,
-    Service,
+    api_process,
     digits_spec,
-    free_port,
-    running,
     service_env,
     sine_spec,
-    wait_http_ok,
 )
 from trainrun.db import queries
 from trainrun.db.engine import make_engine, make_sessionmaker, transaction
@@ -36,16 +30,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Cl
     tmp = tmp_path_factory.mktemp("diagnosis")
     home = tmp / "home"
     env = service_env(TRAINRUN_HOME=str(home), TRAINRUN_LOG_LEVEL="WARNING")
-    subprocess.run(
-        [sys.executable, "-m", "trainrun", "db", "upgrade"], env=env, cwd=REPO, check=True
-    )
-    port = free_port()
-    api = Service(["api", "--port", str(port)], env, tmp / "api.log", cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
-    with running(api):
-        wait_http_ok(f"{base}/healthz")
-        with httpx.Client(base_url=base, timeout=30) as c:
-            yield c, home
+    with api_process(tmp, env) as base, httpx.Client(base_url=base, timeout=30) as c:
+        yield c, home
 
 
 @pytest.fixture

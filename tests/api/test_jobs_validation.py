@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,13 +9,10 @@ import httpx
 import pytest
 
 from tests.support import (
-    REPO,
-    Service,
+    api_process,
     digits_spec,
-    free_port,
     service_env,
     sine_spec,
-    wait_http_ok,
 )
 
 pytestmark = pytest.mark.e2e
@@ -28,26 +23,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     home = tmp_path_factory.mktemp("api-home")
     env = service_env(TRAINRUN_HOME=str(home))
     assert "TRAINRUN_BROKER_URL" not in env and "TRAINRUN_DATABASE_URL" not in env
-    subprocess.run(
-        [sys.executable, "-m", "trainrun", "db", "upgrade"],
-        env=env,
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    port = free_port()
-    api = Service(["api", "--port", str(port)], env, home / "api.log", cwd=REPO)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_http_ok(f"{base}/healthz", timeout=60)
-        except AssertionError:
-            raise AssertionError(api.log()) from None
-        with httpx.Client(base_url=base, timeout=30) as c:
-            yield c
-    finally:
-        api.stop()
+    with api_process(home, env) as base, httpx.Client(base_url=base, timeout=30) as c:
+        yield c
 
 
 def detail_of(response: httpx.Response) -> list[dict[str, Any]]:
