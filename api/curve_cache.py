@@ -1,8 +1,8 @@
 """A per-process cache of each job's stored figure columns, extended as epochs arrive.
 
-Reading a long job's curves is dominated by fetching its rows (a 10,000-epoch job has 30,000
-of them), while the UI and the SDK read the same job again and again. So the columns of a
-job are kept, and a later read fetches only the epochs stored since. The cache is exact:
+The UI and the SDK read the same job again and again, and a running job's page polls it. So
+the figure arrays of a job are kept (``curve_blocks.Arrays``), and a later read fetches only
+the epochs stored since. The cache is exact:
  - a running job is extended with rows of epochs after the last one held; rows are only ever
    appended while one claim (fencing token) runs, since epochs are written in order;
  - anything else (a new claim re-writing epochs after a resume, the job ending, which adds
@@ -15,14 +15,15 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
 
+import numpy as np
 from sqlalchemy.orm import Session
 
-from trainrun.db import curve_queries
+from trainrun.db import curve_blocks
+from trainrun.db.curve_blocks import Arrays
 from trainrun.db.tables import Job, JobStatus
 
-MAX_ROWS = 2_000_000  # ~ 200 MB of Python floats across all entries
+MAX_ROWS = 2_000_000  # ~ 200 MB of arrays across all entries
 
 
 @dataclass
@@ -30,12 +31,12 @@ class _Entry:
     fence: int
     final: bool
     last_epoch: int
-    columns: dict[str, list[Any]]
+    arrays: Arrays
     responses: dict[str, bytes] = field(default_factory=dict)  # final jobs: encoded bodies
 
     @property
     def rows(self) -> int:
-        return len(self.columns["epoch"])
+        return len(self.arrays["epoch"])
 
 
 class CurveCache:
@@ -44,8 +45,8 @@ class CurveCache:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
-    def columns(self, session: Session, job: Job) -> dict[str, list[Any]]:
-        """The job's stored figure columns (``curve_queries.CURVE_COLUMNS``), by epoch, phase."""
+    def arrays(self, session: Session, job: Job) -> Arrays:
+        """The job's stored figures (``curve_blocks.figure_arrays``), by epoch, phase."""
         final = JobStatus(job.status).is_final
         with self._lock:
             entry = self._entries.get(job.id)
@@ -53,16 +54,14 @@ class CurveCache:
         if entry is not None and (entry.fence != job.fence or (final and not entry.final)):
             entry = None
         if entry is not None and entry.final:
-            return entry.columns
+            return entry.arrays
         since = entry.last_epoch if entry is not None else 0
-        fresh = curve_queries.figure_columns(session, job.id, since)
-        if entry is None:
-            columns = {c: list(v) for c, v in fresh.items()}
-        else:
-            columns = {c: entry.columns[c] + list(fresh[c]) for c in entry.columns}
-        last = columns["epoch"][-1] if columns["epoch"] else 0
-        self._store(job.id, _Entry(job.fence, final, last, columns))
-        return columns
+        fresh = curve_blocks.figure_arrays(session, job.id, since, job.epoch_reached)
+        if entry is not None:
+            fresh = {c: np.concatenate([entry.arrays[c], fresh[c]]) for c in fresh}
+        last = int(fresh["epoch"][-1]) if len(fresh["epoch"]) else 0
+        self._store(job.id, _Entry(job.fence, final, last, fresh))
+        return fresh
 
     def response(self, job: Job, variant: str) -> bytes | None:
         """An encoded body kept for an ended job, if this variant was built before."""

@@ -57,14 +57,10 @@ class CurveArrays:
     def columns(self) -> list[np.ndarray]:
         return [v for metrics in self.series.values() for v in metrics.values()]
 
-    def to_lists(self) -> dict[str, Any]:
-        """Plain lists (NaN stays NaN: serialise with ``inf_nan_mode='null'``)."""
-        return {
-            "epochs": self.epochs.tolist(),
-            "series": {
-                p: {m: v.tolist() for m, v in metrics.items()} for p, metrics in self.series.items()
-            },
-        }
+    def to_json_fields(self) -> dict[str, Any]:
+        """``epochs`` and ``series`` as arrays, for ``orjson`` with ``OPT_SERIALIZE_NUMPY``
+        (which writes NaN as null)."""
+        return {"epochs": self.epochs, "series": self.series}
 
 
 def derive_arrays(stats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -92,17 +88,16 @@ def derive_arrays(stats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def curve_arrays(columns: Mapping[str, Sequence[Any]], task: str) -> CurveArrays:
-    """Columns of stored rows (``epoch``, ``phase`` and ``STAT_COLUMNS``) -> aligned curves."""
+def curve_arrays(columns: Mapping[str, np.ndarray], task: str) -> CurveArrays:
+    """Figure arrays (``epoch``, ``phase`` as an index in ``PHASE_ORDER``, ``STAT_COLUMNS``
+    with NaN for null) -> curves aligned on the epochs."""
     metrics = metrics_for(task)
-    epoch = np.asarray(columns["epoch"], dtype=np.int64)
-    epochs, position = np.unique(epoch, return_inverse=True)
-    phase = np.asarray(columns["phase"], dtype=str)
-    stats = {c: np.asarray(columns[c], dtype=np.float64) for c in STAT_COLUMNS}  # None -> NaN
-    derived = derive_arrays(stats)
+    epochs, position = np.unique(columns["epoch"], return_inverse=True)
+    phase = columns["phase"]
+    derived = derive_arrays({c: columns[c] for c in STAT_COLUMNS})
     series: dict[str, dict[str, np.ndarray]] = {}
-    for p in PHASE_ORDER:
-        mask = phase == p
+    for code, p in enumerate(PHASE_ORDER):
+        mask = phase == code
         if not mask.any():
             continue
         at = position[mask]
@@ -114,14 +109,9 @@ def curve_arrays(columns: Mapping[str, Sequence[Any]], task: str) -> CurveArrays
     return CurveArrays(epochs, series)
 
 
-def columnar_curves(rows: Sequence[Any], task: str) -> dict[str, Any]:
-    """Epochs plus one series per phase and metric, aligned on the epochs (None where absent)."""
-    columns = {c: [getattr(r, c) for r in rows] for c in ("epoch", "phase", *STAT_COLUMNS)}
-    curves = curve_arrays(columns, task).to_lists()
-    for metrics in curves["series"].values():
-        for m, values in metrics.items():
-            metrics[m] = [None if v != v else v for v in values]  # NaN -> None
-    return curves
+def classified(correct: Sequence[Any] | np.ndarray) -> bool:
+    """Whether stored figures are a classification's (only those count ``correct``)."""
+    return not np.isnan(np.asarray(correct, dtype=np.float64)).all()
 
 
 STAT_COLUMNS = (

@@ -86,7 +86,7 @@ def compare_jobs(
     entries: list[dict[str, Any]] = []
     for job, (task, curves) in zip(jobs, loaded, strict=True):
         curves, sampling = downsample(curves, max_points)
-        body = curves.to_lists()
+        body = curves.to_json_fields()
         series = {
             p: {m: v for m, v in values.items() if chosen_metrics is None or m in chosen_metrics}
             for p, values in body["series"].items()

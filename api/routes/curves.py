@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import bisect
 import csv
 import dataclasses
 import io
 from collections.abc import Sequence
 from typing import Annotated, Any
 
+import numpy as np
+import orjson
 from fastapi import APIRouter, Query, Request, Response
-from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
 from api.caching import cache_headers, job_etag, not_modified
@@ -19,7 +19,7 @@ from api.deps import JobDep, OwnerDep, SessionDep
 from api.responses import errors, query_error
 from api.schemas import CurvesPublic
 from trainrun.datasets import DATASETS
-from trainrun.db import curve_queries, queries
+from trainrun.db import curve_blocks, curve_queries, queries
 from trainrun.db.engine import transaction
 from trainrun.db.tables import Job
 from trainrun.downsample import minmax_downsample
@@ -27,6 +27,7 @@ from trainrun.figures import (
     PHASE_ORDER,
     STAT_COLUMNS,
     CurveArrays,
+    classified,
     curve_arrays,
     derive,
     metrics_for,
@@ -65,10 +66,10 @@ def pick(value: str | None, allowed: Sequence[str], what: str) -> list[str] | No
     return chosen
 
 
-def task_of(job: Job, columns: dict[str, tuple[Any, ...]]) -> str:
-    """From the stored figures; before the first epoch, from the dataset's catalogue entry."""
-    if columns["epoch"]:
-        return "classification" if any(c is not None for c in columns["correct"]) else "regression"
+def task_of(job: Job, correct: Sequence[Any] | np.ndarray) -> str:
+    """From the stored figures' ``correct`` column; before the first epoch, from the dataset."""
+    if len(correct):
+        return "classification" if classified(correct) else "regression"
     source = job.spec.get("data", {}).get("source")
     return DATASETS[source].info.get("task", "classification") if source in DATASETS else ""
 
@@ -77,14 +78,14 @@ def load_curves(
     session: Session, job: Job, since_epoch: int = 0, cache: CurveCache | None = None
 ) -> tuple[str, CurveArrays]:
     if cache is None:
-        columns: dict[str, Any] = curve_queries.figure_columns(session, job.id, since_epoch)
+        arrays = curve_blocks.figure_arrays(session, job.id, since_epoch, job.epoch_reached)
     else:
-        columns = cache.columns(session, job)
+        arrays = cache.arrays(session, job)
         if since_epoch:
-            start = bisect.bisect_right(columns["epoch"], since_epoch)
-            columns = {c: v[start:] for c, v in columns.items()}
-    task = task_of(job, columns)
-    return task, curve_arrays(columns, task)
+            start = int(np.searchsorted(arrays["epoch"], since_epoch, side="right"))
+            arrays = {c: v[start:] for c, v in arrays.items()}
+    task = task_of(job, arrays["correct"])
+    return task, curve_arrays(arrays, task)
 
 
 def downsample(
@@ -99,9 +100,11 @@ def downsample(
 
 
 def json_response(body: dict[str, Any], headers: dict[str, str]) -> Response:
-    # Serialised by pydantic-core straight from lists: no model validation of 10^5 floats.
+    # Serialised straight from the arrays: no model validation or lists of 10^5 floats.
     return Response(
-        to_json(body, inf_nan_mode="null"), media_type="application/json", headers=headers
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        media_type="application/json",
+        headers=headers,
     )
 
 
@@ -123,7 +126,7 @@ def get_curves(
         return Response(body, media_type="application/json", headers=headers)
     task, curves = load_curves(session, job, since_epoch, cache)
     curves, sampling = downsample(curves, max_points)
-    fields = {"job_id": job.id, "status": job.status, "task": task, **curves.to_lists()}
+    fields = {"job_id": job.id, "status": job.status, "task": task, **curves.to_json_fields()}
     response = json_response({**fields, "sampling": sampling}, headers)
     cache.keep_response(job, variant, bytes(response.body))
     return response
@@ -148,7 +151,8 @@ def get_curves_csv(job: JobDep, session: SessionDep, request: Request) -> Respon
         return cached
     names = curve_queries.CSV_COLUMNS
     columns = curve_queries.figure_columns(session, job.id, names=names)
-    metrics = [m for m in metrics_for(task_of(job, columns)) if m not in names]  # not penalty
+    task = task_of(job, columns["correct"])
+    metrics = [m for m in metrics_for(task) if m not in names]  # not penalty
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*names, *metrics])

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.curve_cache import CurveCache
+from tests.trainrun.test_curve_blocks import from_rows
 from tests.trainrun.test_queries import LEASE, claim, expire_lease, load, new_job
-from trainrun.db import curve_queries, queries
+from trainrun.db import queries
+from trainrun.db.curve_blocks import PHASE_CODES, Arrays
 from trainrun.db.engine import transaction
 from trainrun.db.tables import JobStatus
 
@@ -27,12 +30,13 @@ def write(
         queries.record_epoch(session, job_id, token, epoch, figures, LEASE)
 
 
-def assert_same_as_fresh(factory: Factory, cache: CurveCache, job_id: str) -> dict[str, Any]:
+def assert_same_as_fresh(factory: Factory, cache: CurveCache, job_id: str) -> Arrays:
     with factory() as session:
         job = queries.get_job(session, job_id)
-        cached = cache.columns(session, job)
-        fresh = curve_queries.figure_columns(session, job_id)
-    assert {c: list(v) for c, v in fresh.items()} == cached
+        cached = cache.arrays(session, job)
+    fresh = from_rows(factory, job_id)
+    for c, values in fresh.items():
+        np.testing.assert_array_equal(cached[c].astype(np.float64), values, err_msg=c)
     return cached
 
 
@@ -41,7 +45,7 @@ def test_cache_follows_a_running_job_a_resume_and_the_end(factory: Factory) -> N
     job_id = new_job(factory)
     token = claim(factory, job_id)
     assert token is not None
-    assert assert_same_as_fresh(factory, cache, job_id)["epoch"] == []
+    assert assert_same_as_fresh(factory, cache, job_id)["epoch"].tolist() == []
 
     for epoch in (1, 2):
         write(factory, job_id, token, epoch, ("train", "train_eval", "val"), 1.0 / epoch)
@@ -60,7 +64,7 @@ def test_cache_follows_a_running_job_a_resume_and_the_end(factory: Factory) -> N
     with transaction(factory) as session:
         queries.finish_job(session, job_id, token2, JobStatus.succeeded)
     cached = assert_same_as_fresh(factory, cache, job_id)
-    assert "test" in cached["phase"]
+    assert PHASE_CODES["test"] in cached["phase"]
     assert load(factory, job_id).status == JobStatus.succeeded
 
 
@@ -72,14 +76,14 @@ def test_cached_responses_are_kept_only_for_ended_jobs(factory: Factory) -> None
     write(factory, job_id, token, 1, ("train", "val"), 1.0)
     with factory() as session:
         job = queries.get_job(session, job_id)
-        cache.columns(session, job)
+        cache.arrays(session, job)
     cache.keep_response(job, "v", b"running")
     assert cache.response(job, "v") is None
     with transaction(factory) as session:
         queries.finish_job(session, job_id, token, JobStatus.succeeded)
     with factory() as session:
         job = queries.get_job(session, job_id)
-        cache.columns(session, job)
+        cache.arrays(session, job)
     cache.keep_response(job, "v", b"ended")
     assert cache.response(job, "v") == b"ended"
 

@@ -16,6 +16,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from trainrun.db import curve_blocks
 from trainrun.db.pages import newest_first, page_of
 from trainrun.db.tables import FINAL_STATUSES, Artifact, EpochFigures, Job, JobStatus, utcnow
 from trainrun.db.webhook_queries import enqueue_job_event
@@ -215,7 +216,7 @@ def record_epoch(
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             updated_at=now,
         )
-        .returning(Job.cancel_requested, Job.attempt)
+        .returning(Job.cancel_requested, Job.attempt, Job.epoch_reached)
     ).first()
     if row is None:
         raise Fenced(job_id)
@@ -235,6 +236,7 @@ def record_epoch(
         # One cached statement run as executemany: a multi-VALUES insert would be compiled anew
         # on every call (about 10 ms per epoch on SQLite).
         session.execute(_figures_upsert(session.get_bind().dialect.name), rows)
+        curve_blocks.after_write(session, job_id, epoch, row[2])
     enqueue_job_event(session, job_id, "job.epoch")
     return bool(row[0])
 

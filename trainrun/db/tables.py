@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -164,6 +165,25 @@ class EpochFigures(Base):
     target_count: Mapped[int | None] = mapped_column(Integer, default=None)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CurveBlock(Base):
+    """A read copy of a job's figure rows for a range of epochs, packed as one NumPy array.
+
+    A 10,000-epoch job has 30,000 figure rows; reading them row by row costs more than the
+    whole curves response may. ``trainrun.db.curve_blocks`` keeps each block equal to the rows
+    of its range in the same transaction as every figure write; the rows stay the truth.
+    """
+
+    __tablename__ = "curve_blocks"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    first_epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_epoch: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)
+    # The columns packed one after the other, e.g. "epoch:<i4,phase:i1,n:<f8,loss_sum:<f8".
+    layout: Mapped[str] = mapped_column(String(400))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Artifact(Base):
