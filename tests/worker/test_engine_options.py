@@ -181,6 +181,24 @@ def test_small_models_get_one_thread_unless_asked() -> None:
         torch.set_num_threads(before)
 
 
+def test_eval_passes_get_every_core_and_give_them_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tn, "available_cpus", lambda: 4)
+    assert tn.eval_cpu_threads("auto", 1) == 4  # small model: 1 thread to train, 4 to evaluate
+    assert tn.eval_cpu_threads(3, 3) == 3  # a number in the spec holds for both
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        tuning = tn.Tuning(eval_batch=1024, threads=1, eval_threads=2)
+        with tuning.eval_threads_context():
+            assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 1
+        with pytest.raises(RuntimeError), tuning.eval_threads_context():
+            raise RuntimeError("stopped mid-pass")
+        assert torch.get_num_threads() == 1  # restored on the way out of a failed pass too
+    finally:
+        torch.set_num_threads(before)
+
+
 # -- streamed data path -----------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ resumable state to ``hooks.on_checkpoint`` and can start from ``hooks.resume``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -36,6 +37,7 @@ from worker.engine.tuning import (
     compile_forward,
     configure_cpu_threads,
     eval_batch_size,
+    eval_cpu_threads,
     should_compile,
     use_channels_last,
     use_rand_dropout,
@@ -157,7 +159,8 @@ def evaluate(
     """One eval-mode pass (dropout off, BatchNorm on running statistics)."""
     model.eval()
     stats = PhaseStats(objective.task, table.device, objective.threshold)
-    with torch.inference_mode():
+    threads = tuning.eval_threads_context() if tuning is not None else contextlib.nullcontext()
+    with torch.inference_mode(), threads:
         for x, y in table.batches(batch_size, None):
             _check_stop(should_stop)
             out = _forward(forward or model, x, tuning)
@@ -225,6 +228,7 @@ def train(
     tuning = plan_tuning(spec, device, model, arrays, batches)
     if device.type == "cpu":
         tuning.threads = configure_cpu_threads(spec.resources.cpu_threads, model)
+        tuning.eval_threads = eval_cpu_threads(spec.resources.cpu_threads, tuning.threads)
     tuning.rand_dropout = use_rand_dropout(model, device)
     if tuning.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
