@@ -129,7 +129,9 @@ class Resources(Params):
         default="auto", description="torch.compile; auto: on a GPU, for jobs long enough to repay"
     )
     cpu_threads: int | Literal["auto"] = Field(
-        default="auto", description="torch threads on CPU; auto: 1 for small models"
+        default="auto",
+        description="torch threads on CPU; auto: training on 1 thread when a batch's forward "
+        "pass is under 8 MFLOP, else on every core; eval passes on every core",
     )
     time_limit_seconds: float | None = Field(
         default=None, gt=0, description="wall time from first start, over all attempts"

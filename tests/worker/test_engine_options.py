@@ -172,11 +172,27 @@ def test_cpu_optimizers_use_foreach(kind: str) -> None:
 # -- CPU threads ------------------------------------------------------------------------------
 
 
-def test_small_models_get_one_thread_unless_asked() -> None:
+def test_training_threads_follow_the_work_per_step_not_the_parameters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tn, "available_cpus", lambda: 2)
+    conv = lambda: nn.Sequential(  # noqa: E731  seed 000's network: 1,266 parameters
+        nn.Conv1d(1, 4, 10), nn.ReLU(), nn.Conv1d(4, 4, 10), nn.ReLU(), nn.Flatten(),
+        nn.Linear(528, 2),
+    )  # fmt: skip
+    mlp = lambda: nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))  # noqa: E731
+    conv_flops = tn.forward_flops(conv, torch.zeros(1, 1, 150), 256)
+    mlp_flops = tn.forward_flops(mlp, torch.zeros(1, 64), 256)
+    # 2·MACs: conv 141·10·4 + 132·40·4 + 528·2 per row; mlp 64·32 + 32·10 per row.
+    assert conv_flops == 2 * 256 * (141 * 10 * 4 + 132 * 40 * 4 + 528 * 2)
+    assert mlp_flops == 2 * 256 * (64 * 32 + 32 * 10)
+    assert tn.forward_flops(lambda: nn.Embedding(10, 4), torch.zeros(1, 3), 8) is None
     before = torch.get_num_threads()
     try:
-        assert tn.configure_cpu_threads("auto", nn.Linear(10, 10)) == 1
-        assert tn.configure_cpu_threads(2, nn.Linear(10, 10)) == 2
+        assert tn.configure_cpu_threads("auto", conv_flops) == 2 == torch.get_num_threads()
+        assert tn.configure_cpu_threads("auto", mlp_flops) == 1 == torch.get_num_threads()
+        assert tn.configure_cpu_threads("auto", None) == 1
+        assert tn.configure_cpu_threads(2, mlp_flops) == 2
     finally:
         torch.set_num_threads(before)
 

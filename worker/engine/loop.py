@@ -31,19 +31,20 @@ from worker.engine.data import BatchSource, DeviceSplit, free_device_bytes
 from worker.engine.early_stopping import EarlyStopper
 from worker.engine.metrics import PhaseStats
 from worker.engine.tuning import (
-    SMALL_MODEL_PARAMETERS,
+    PARALLEL_MIN_FLOPS,
     Tuning,
     autocast_dtype,
     compile_forward,
     configure_cpu_threads,
     eval_batch_size,
     eval_cpu_threads,
+    forward_flops,
     should_compile,
     use_channels_last,
     use_rand_dropout,
 )
 
-__all__ = ["SMALL_MODEL_PARAMETERS", "configure_cpu_threads", "evaluate", "train"]
+__all__ = ["PARALLEL_MIN_FLOPS", "configure_cpu_threads", "evaluate", "train"]
 
 log = logging.getLogger(__name__)
 Figures = dict[str, dict[str, Any]]  # phase -> stored statistics
@@ -219,15 +220,21 @@ def train(
     device = resolve_device(spec.resources.device)
     torch.manual_seed(spec.seed)
     widths = check_loss(spec, arrays.train)
+    context = BuildContext(arrays.train.sample_shape, widths[0])
     with torch.device(device):
-        built = build_model(spec.model, BuildContext(arrays.train.sample_shape, widths[0]))
+        built = build_model(spec.model, context)
     model = built.module
     objective = bind_objective(spec.loss, arrays.train, built.output_shape[0])
     cfg = spec.training
     batches = math.ceil(len(arrays.train) / cfg.batch_size)
     tuning = plan_tuning(spec, device, model, arrays, batches)
     if device.type == "cpu":
-        tuning.threads = configure_cpu_threads(spec.resources.cpu_threads, model)
+        flops = forward_flops(
+            lambda: build_model(spec.model, context).module,
+            torch.from_numpy(arrays.train.x[:1]),
+            cfg.batch_size,
+        )
+        tuning.threads = configure_cpu_threads(spec.resources.cpu_threads, flops)
         tuning.eval_threads = eval_cpu_threads(spec.resources.cpu_threads, tuning.threads)
     tuning.rand_dropout = use_rand_dropout(model, device)
     if tuning.channels_last:

@@ -5,6 +5,7 @@ function, so a CPU test can check the decision even where the fast path (CUDA) c
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -12,11 +13,16 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-# Below this many parameters a CPU step is dominated by per-op overhead, which extra threads
-# only add to (bench/RESULTS.md "engine vs baseline": seed 000's model and the digits MLP
-# ran 2.3x and 3.6x slower with 2 threads than with 1 on a 2-core machine).
-SMALL_MODEL_PARAMETERS = 100_000
+log = logging.getLogger(__name__)
+
+# A CPU training step runs on one thread unless its forward pass does at least this many
+# FLOPs (matmuls and convolutions) per batch: below that, per-op overhead dominates and extra
+# threads only add to it. Parameters are the wrong measure: seed 000's conv net has 1,266 of
+# them and 14 MFLOP per batch of 256. Measured on 2 idle cores (bench/RESULTS.md, "CPU
+# threads"): digits MLP, 1.2 MFLOP, 1.4x slower with 2 threads; seed 000, 14 MFLOP, 1.3x faster.
+PARALLEL_MIN_FLOPS = 8_000_000
 # Eval batches on the CPU: large enough to amortise per-op overhead, small enough for the
 # activations to stay in cache (measured: 1024 rows beat 8192 by 1.3-2x for seed 000's conv net
 # and for an MLP on 800k rows).
@@ -39,13 +45,30 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def configure_cpu_threads(requested: int | str, model: nn.Module) -> int:
-    """Set torch's intra-op threads for this process's training steps; returns the count."""
+def forward_flops(build: Callable[[], nn.Module], sample: torch.Tensor, batch: int) -> int | None:
+    """Matmul and convolution FLOPs of one forward pass over ``batch`` rows like ``sample``,
+    counted on a copy built on the meta device: no memory, no arithmetic, no random draws.
+    None if some layer cannot run there."""
+    try:
+        with torch.device("meta"):
+            module = build()
+            x = torch.empty((batch, *sample.shape[1:]), dtype=sample.dtype)
+            with FlopCounterMode(display=False) as counter:
+                module(x)
+    except (NotImplementedError, RuntimeError) as exc:
+        log.warning("could not count the model's FLOPs on the meta device: %s", exc)
+        return None
+    return int(counter.get_total_flops())
+
+
+def configure_cpu_threads(requested: int | str, flops: int | None) -> int:
+    """Set torch's intra-op threads for this process's training steps; returns the count.
+    ``flops``: of one training batch's forward pass (``forward_flops``; None: unknown)."""
     if isinstance(requested, int):
         threads = requested
     else:
-        small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMETERS
-        threads = 1 if small else available_cpus()
+        big = flops is not None and flops >= PARALLEL_MIN_FLOPS
+        threads = available_cpus() if big else 1
     torch.set_num_threads(threads)
     return threads
 
