@@ -176,17 +176,24 @@ def test_training_threads_follow_the_work_per_step_not_the_parameters(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(tn, "available_cpus", lambda: 2)
-    conv = lambda: nn.Sequential(  # noqa: E731  seed 000's network: 1,266 parameters
-        nn.Conv1d(1, 4, 10), nn.ReLU(), nn.Conv1d(4, 4, 10), nn.ReLU(), nn.Flatten(),
-        nn.Linear(528, 2),
+    norm = nn.BatchNorm1d(2)
+    conv = nn.Sequential(  # seed 000's network, plus a norm: 1,270 parameters
+        nn.Conv1d(1, 4, 10), nn.ReLU(), nn.Dropout(0.5), nn.Conv1d(4, 4, 10), nn.ReLU(),
+        nn.Flatten(), nn.Linear(528, 2), norm,
     )  # fmt: skip
-    mlp = lambda: nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))  # noqa: E731
-    conv_flops = tn.forward_flops(conv, torch.zeros(1, 1, 150), 256)
-    mlp_flops = tn.forward_flops(mlp, torch.zeros(1, 64), 256)
+    mlp = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    rng = torch.get_rng_state()
+    assert norm.running_mean is not None
+    running = norm.running_mean.clone()
+    conv_flops = tn.forward_flops(conv, torch.ones(1, 1, 150), 256)
+    mlp_flops = tn.forward_flops(mlp, torch.zeros(2, 64), 256)
+    assert conv.training  # left as found, with no random draw and no BatchNorm update
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(norm.running_mean, running)
     # 2·MACs: conv 141·10·4 + 132·40·4 + 528·2 per row; mlp 64·32 + 32·10 per row.
     assert conv_flops == 2 * 256 * (141 * 10 * 4 + 132 * 40 * 4 + 528 * 2)
     assert mlp_flops == 2 * 256 * (64 * 32 + 32 * 10)
-    assert tn.forward_flops(lambda: nn.Embedding(10, 4), torch.zeros(1, 3), 8) is None
+    assert tn.forward_flops(nn.Embedding(10, 4), torch.zeros(1, 3), 8) is None
     before = torch.get_num_threads()
     try:
         assert tn.configure_cpu_threads("auto", conv_flops) == 2 == torch.get_num_threads()

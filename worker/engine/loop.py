@@ -229,11 +229,7 @@ def train(
     batches = math.ceil(len(arrays.train) / cfg.batch_size)
     tuning = plan_tuning(spec, device, model, arrays, batches)
     if device.type == "cpu":
-        flops = forward_flops(
-            lambda: build_model(spec.model, context).module,
-            torch.from_numpy(arrays.train.x[:1]),
-            cfg.batch_size,
-        )
+        flops = forward_flops(model, torch.from_numpy(arrays.train.x[:1]), cfg.batch_size)
         tuning.threads = configure_cpu_threads(spec.resources.cpu_threads, flops)
         tuning.eval_threads = eval_cpu_threads(spec.resources.cpu_threads, tuning.threads)
     tuning.rand_dropout = use_rand_dropout(model, device)

@@ -45,20 +45,21 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def forward_flops(build: Callable[[], nn.Module], sample: torch.Tensor, batch: int) -> int | None:
-    """Matmul and convolution FLOPs of one forward pass over ``batch`` rows like ``sample``,
-    counted on a copy built on the meta device: no memory, no arithmetic, no random draws.
-    None if some layer cannot run there."""
+def forward_flops(model: nn.Module, sample: torch.Tensor, batch: int) -> int | None:
+    """Matmul and convolution FLOPs of one forward pass over ``batch`` rows, from one pass over
+    ``sample`` (a row or a few) in eval mode under ``inference_mode``: no random draws, no
+    BatchNorm update, microseconds for the models this is asked about. None if it fails."""
+    was_training = model.training
+    model.eval()
     try:
-        with torch.device("meta"):
-            module = build()
-            x = torch.empty((batch, *sample.shape[1:]), dtype=sample.dtype)
-            with FlopCounterMode(display=False) as counter:
-                module(x)
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(sample)
     except (NotImplementedError, RuntimeError) as exc:
-        log.warning("could not count the model's FLOPs on the meta device: %s", exc)
+        log.warning("could not count the model's FLOPs: %s", exc)
         return None
-    return int(counter.get_total_flops())
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops()) * batch // max(1, len(sample))
 
 
 def configure_cpu_threads(requested: int | str, flops: int | None) -> int:
