@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -32,6 +33,7 @@ from api.routes import (
 from trainrun import __version__
 from trainrun.db.engine import make_engine, make_sessionmaker, read_only
 from trainrun.settings import Settings, get_settings
+from trainrun.warmup import preload_engine
 from worker.celery_app import make_celery
 
 
@@ -56,6 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.rate_limiter = RateLimiter(
             settings.limits.requests_per_minute, settings.limits.request_burst
         )
+        # Submits dry-build the spec on the meta device: its lazy imports are paid here, in the
+        # background, not by the first user's POST (1-3 s, bench/RESULTS.md "service overhead").
+        threading.Thread(
+            target=preload_engine, kwargs={"freeze": False}, name="preload", daemon=True
+        ).start()
         try:
             yield
         finally:

@@ -47,7 +47,7 @@ def process_state() -> ProcessState:
 @worker_init.connect
 def _preload_in_parent(**_: Any) -> None:
     """Before the pool forks: load what every one-job child would otherwise import itself."""
-    from worker.engine.warmup import preload_engine
+    from trainrun.warmup import preload_engine
 
     preload_engine()
 

@@ -298,7 +298,7 @@ def test_standardize_scales_split_copies_in_place_and_leaves_other_arrays_alone(
 
 
 def test_preload_engine_runs_on_meta_tensors_only() -> None:
-    from worker.engine.warmup import preload_engine
+    from trainrun.warmup import preload_engine
 
     assert preload_engine(freeze=False) >= 0
     assert not torch.cuda.is_initialized()

@@ -1,13 +1,13 @@
-"""Pay once, in the worker parent, for imports every pool child would otherwise pay per job.
+"""Pay once, at start, for imports a job would otherwise pay: in the worker parent before the
+pool forks, and in the API (which dry-builds every submitted spec) in a background thread.
 
 A pool child runs one job and exits (``worker_max_tasks_per_child=1``), so whatever it imports
-lazily it imports for every job. Building a model probes each layer on the meta device, and
-the first meta-device op pulls in ``torch._refs`` and ``torch._dynamo`` (about 2 s on this
-machine, measured in bench/RESULTS.md "service overhead"). Probing every layer kind here,
-before the pool forks, leaves those modules loaded in each child. Meta tensors only: no
-compute, no thread pool, no CUDA in the parent. The small built-in datasets are loaded too:
-their per-process caches are inherited by every child, so a job on them skips the load.
-"""
+lazily it imports for every job; the API's first submit would pay them too. Building a model
+probes each layer on the meta device, and the first meta-device op pulls in ``torch._refs``
+and ``torch._dynamo`` (about 2 s on this machine, measured in bench/RESULTS.md "service
+overhead"). Probing every layer kind here leaves those modules loaded. Meta tensors only: no
+compute, no thread pool, no CUDA. The small built-in datasets are loaded too: their
+per-process caches serve every later job (and every forked child) on them."""
 
 from __future__ import annotations
 
