@@ -49,16 +49,29 @@ else:
     LayerSpec = single_key_union(LAYERS)
 
 
+def _output_shape(module: nn.Module, shape: Shape) -> Shape:
+    """A two-row pass through the freshly built layer, on the device it was built on (the meta
+    device in a dry build), in eval mode without autograd: no random draws, no BatchNorm
+    update, and no second build of the layer."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            return tuple(module(torch.empty((2, *shape))).shape[1:])
+    finally:
+        module.train(was_training)
+
+
 def build_layers(layers: Sequence[NamedEntry], input_shape: Shape, loc: str = "layers") -> Built:
-    """Build layer by layer, inferring each input size from a meta-device probe of the last."""
+    """Build layer by layer, each input size inferred from a probe of the last layer's output.
+    A dry build (the API's check of a spec) runs under ``torch.device("meta")``: no memory."""
     modules: list[nn.Module] = []
     shape = input_shape
     for i, layer in enumerate(layers):
         entry = LAYERS[layer.name]
         try:
-            with torch.device("meta"):
-                probe = entry.build(layer.params, shape).eval()
-                out = probe(torch.empty((2, *shape)))
+            module = entry.build(layer.params, shape)
+            out_shape = _output_shape(module, shape)
         except ShapeError as exc:
             raise BuildError((loc, i, layer.name), str(exc)) from None
         except RuntimeError as exc:  # torch's own shape complaints
@@ -66,8 +79,8 @@ def build_layers(layers: Sequence[NamedEntry], input_shape: Shape, loc: str = "l
             raise BuildError(
                 (loc, i, layer.name), f"cannot take input {list(shape)}: {msg}"
             ) from None
-        modules.append(entry.build(layer.params, shape))
-        shape = tuple(out.shape[1:])
+        modules.append(module)
+        shape = out_shape
         if 0 in shape:
             raise BuildError((loc, i, layer.name), f"output would be empty for input {list(shape)}")
     return Built(nn.Sequential(*modules), shape)
