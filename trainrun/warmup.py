@@ -57,8 +57,8 @@ def preload_engine(freeze: bool = True) -> float:
                 except Exception:  # a shape this layer does not take: the next one may
                     continue
             break
-    # Objects that exist now live as long as the parent: keep the collector off them, so a
-    # child's collections do not write to (and so copy) every page it shares with the parent.
+    # Objects that exist now live as long as the process: keep the collector off them, so a
+    # forked child's collections do not write to (and so copy) every page it shares.
     if freeze:
         gc.freeze()
     seconds = time.perf_counter() - t0

@@ -1,11 +1,14 @@
 """The one Celery task, a thin shell over ``worker.runner.execute_job``.
 
-Process state (engine, session factory, drain flag) is built in each pool child after the
-fork, never in the parent, so no database connection or CUDA context crosses a fork.
+Process state (engine, session factory, drain flag) is built in the parent before the pool
+forks, so that every child inherits the engine's compiled statements (``worker.rehearsal``);
+the parent closes its connections before any fork and each child opens its own, so no
+database connection crosses a fork. No CUDA context is ever made in the parent.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -46,15 +49,30 @@ def process_state() -> ProcessState:
 
 @worker_init.connect
 def _preload_in_parent(**_: Any) -> None:
-    """Before the pool forks: load what every one-job child would otherwise import itself."""
+    """Before the pool forks: load what every one-job child would otherwise import itself, and
+    compile the statements of a job's first epoch on the engine the children inherit."""
     from trainrun.warmup import preload_engine
+    from worker.rehearsal import rehearse
 
-    preload_engine()
+    preload_engine(freeze=False)
+    state = process_state()
+    try:
+        log.info("first-epoch statements rehearsed in %.3f s", rehearse(state.factory))
+    except Exception as exc:  # the database may be down: children compile for themselves
+        log.warning("could not rehearse the first epoch's statements: %s", exc)
+    finally:
+        state.engine.dispose()  # no connection of the parent's survives into a child
+    # Objects that exist now live as long as the parent: keep the collector off them, so a
+    # child's collections do not write to (and so copy) every page it shares with the parent.
+    gc.freeze()
 
 
 @worker_process_init.connect
 def _init_child(**_: Any) -> None:
     state = process_state()
+    # SQLAlchemy's rule for a forked engine: drop the pool inherited from the parent without
+    # touching its connections (the parent disposed of them already; this is the safe form).
+    state.engine.dispose(close=False)
     # Connect now, while the child waits for work, not on the job's clock (bench/RESULTS.md
     # "service overhead"); the pool keeps the connection for the claim.
     try:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from trainrun.catalog import Catalog
 
@@ -57,28 +56,50 @@ def _subset(t: Table, idx: np.ndarray) -> Table:
     return Table(np.take(t.x, idx, axis=0), np.take(t.y, idx, axis=0), t.task, t.n_classes)
 
 
+def _draw(
+    groups: list[np.ndarray], k: int, rng: np.random.Generator
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Exactly ``k`` rows drawn at random, split over ``groups`` (the classes, when stratified)
+    in proportion to their sizes, the rounding settled by largest remainder; per group, the
+    drawn rows and the rest."""
+    sizes = np.array([len(g) for g in groups])
+    quotas = sizes * (k / max(1, sizes.sum()))
+    counts = np.floor(quotas).astype(np.int64)
+    short = k - int(counts.sum())
+    if short > 0:
+        by_remainder = np.argsort(-(quotas - counts), kind="stable")
+        counts[by_remainder[:short]] += 1
+    drawn, rest = [], []
+    for group, count in zip(groups, counts, strict=True):
+        shuffled = rng.permutation(group)
+        drawn.append(shuffled[:count])
+        rest.append(shuffled[count:])
+    return drawn, rest
+
+
 def split_table(
     table: Table, train: float, val: float, test: float, seed: int, stratify: bool
 ) -> SplitArrays:
-    """Seeded split; stratified on the class for classification when asked."""
-    idx = np.arange(len(table))
-    labels = table.y if (stratify and table.task == "classification") else None
-    rest = val + test
-    train_idx, rest_idx = train_test_split(
-        idx, train_size=train / (train + rest), random_state=seed, stratify=labels
-    )
-    test_idx: np.ndarray | None = None
-    if test > 0:
-        rest_labels = labels[rest_idx] if labels is not None else None
-        val_idx, test_idx = train_test_split(
-            rest_idx, train_size=val / rest, random_state=seed, stratify=rest_labels
-        )
+    """Seeded split; stratified on the class for classification when asked (each class keeps
+    its share in every part, to the row). Each part's size is its fraction of the rows."""
+    n = len(table)
+    total = train + val + test
+    sizes = {"train": round(n * train / total), "test": round(n * test / total) if test else 0}
+    sizes["val"] = n - sizes["train"] - sizes["test"]
+    for part, rows in sizes.items():
+        if rows <= 0 and (part != "test" or test > 0):
+            raise ValueError(f"the split leaves '{part}' with no rows ({n} rows in all)")
+    rng = np.random.default_rng(seed)
+    if stratify and table.task == "classification":
+        groups = [np.flatnonzero(table.y == c) for c in np.unique(table.y)]
     else:
-        val_idx = rest_idx
+        groups = [np.arange(n)]
+    train_parts, rest = _draw(groups, sizes["train"], rng)
+    val_parts, test_parts = _draw(rest, sizes["val"], rng)
     return SplitArrays(
-        train=_subset(table, np.sort(train_idx)),
-        val=_subset(table, np.sort(val_idx)),
-        test=_subset(table, np.sort(test_idx)) if test_idx is not None else None,
+        train=_subset(table, np.sort(np.concatenate(train_parts))),
+        val=_subset(table, np.sort(np.concatenate(val_parts))),
+        test=_subset(table, np.sort(np.concatenate(test_parts))) if test else None,
     )
 
 
