@@ -71,7 +71,7 @@ def build_layers(layers: Sequence[NamedEntry], input_shape: Shape, loc: str = "l
         entry = LAYERS[layer.name]
         try:
             module = entry.build(layer.params, shape)
-            out_shape = _output_shape(module, shape)
+            out_shape = shape if entry.info.get("keeps_shape") else _output_shape(module, shape)
         except ShapeError as exc:
             raise BuildError((loc, i, layer.name), str(exc)) from None
         except RuntimeError as exc:  # torch's own shape complaints

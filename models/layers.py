@@ -1,7 +1,9 @@
 """The layer catalogue: each entry is a params schema and a builder that infers input sizes.
 
 A builder receives its params and the shape of one input sample (no batch dimension) and
-returns a module; output shapes are found by running the module on the meta device.
+returns a module; output shapes are found by running the module on two rows (on the meta
+device in a dry build), except for entries registered with ``keeps_shape=True``, whose output
+has the input's shape (running some of them on the meta device costs milliseconds).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class BatchNormParams(Params):
     affine: bool = True
 
 
-@LAYERS.register("batchnorm1d", BatchNormParams)
+@LAYERS.register("batchnorm1d", BatchNormParams, keeps_shape=True)
 def _batchnorm1d(p: BatchNormParams, shape: Shape) -> nn.Module:
     """Batch normalisation over features (F,) or channels of (C, L)."""
     if len(shape) not in (1, 2):
@@ -82,7 +84,7 @@ def _batchnorm1d(p: BatchNormParams, shape: Shape) -> nn.Module:
     return nn.BatchNorm1d(shape[0], eps=p.eps, momentum=p.momentum, affine=p.affine)
 
 
-@LAYERS.register("batchnorm2d", BatchNormParams)
+@LAYERS.register("batchnorm2d", BatchNormParams, keeps_shape=True)
 def _batchnorm2d(p: BatchNormParams, shape: Shape) -> nn.Module:
     """Batch normalisation over the channels of (C, H, W) samples."""
     _need_rank(shape, 3, "batchnorm2d")
@@ -93,7 +95,7 @@ class DropoutParams(Params):
     p: float = Field(ge=0, lt=1)
 
 
-@LAYERS.register("dropout", DropoutParams, shorthand="p")
+@LAYERS.register("dropout", DropoutParams, shorthand="p", keeps_shape=True)
 def _dropout(p: DropoutParams, shape: Shape) -> nn.Module:
     """Inverted dropout: active in train mode only, rescaled by 1/(1-p)."""
     return nn.Dropout(p.p)
@@ -104,7 +106,7 @@ def _simple(name: str, factory: Callable[[], nn.Module], doc: str) -> None:
         return factory()
 
     build.__doc__ = doc
-    LAYERS.register(name, NoParams)(build)
+    LAYERS.register(name, NoParams, keeps_shape=True)(build)
 
 
 _simple("relu", nn.ReLU, "max(0, x)")
@@ -118,7 +120,7 @@ class EluParams(Params):
     alpha: float = Field(default=1.0, gt=0)
 
 
-@LAYERS.register("elu", EluParams, shorthand="alpha")
+@LAYERS.register("elu", EluParams, shorthand="alpha", keeps_shape=True)
 def _elu(p: EluParams, shape: Shape) -> nn.Module:
     """Exponential linear unit."""
     return nn.ELU(p.alpha)
@@ -128,7 +130,7 @@ class LeakyReluParams(Params):
     negative_slope: float = Field(default=0.01, ge=0)
 
 
-@LAYERS.register("leaky_relu", LeakyReluParams, shorthand="negative_slope")
+@LAYERS.register("leaky_relu", LeakyReluParams, shorthand="negative_slope", keeps_shape=True)
 def _leaky_relu(p: LeakyReluParams, shape: Shape) -> nn.Module:
     """ReLU with a small slope below zero."""
     return nn.LeakyReLU(p.negative_slope)
@@ -138,7 +140,7 @@ class SoftmaxParams(Params):
     dim: int = -1
 
 
-@LAYERS.register("softmax", SoftmaxParams, shorthand="dim")
+@LAYERS.register("softmax", SoftmaxParams, shorthand="dim", keeps_shape=True)
 def _softmax(p: SoftmaxParams, shape: Shape) -> nn.Module:
     """Softmax over one dimension of the sample (the last by default)."""
     if not -len(shape) <= p.dim < len(shape):
