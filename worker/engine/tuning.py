@@ -159,11 +159,10 @@ class RandDropout(nn.Dropout):
             return input
         if self.p == 1.0:
             return input.mul_(0.0) if self.inplace else torch.zeros_like(input)
-        keep = torch.rand_like(input) >= self.p
-        scale = 1.0 / (1.0 - self.p)
-        if self.inplace:
-            return input.mul_(keep).mul_(scale)
-        return input * keep * scale
+        # The mask made in place in the uniform draw's own buffer: 1/(1-p) where kept, else 0;
+        # one multiply forward and one backward (bitwise the result of ``x * keep * scale``).
+        mask = torch.rand_like(input).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        return input.mul_(mask) if self.inplace else input * mask
 
 
 def use_rand_dropout(model: nn.Module, device: torch.device) -> int:
