@@ -46,6 +46,18 @@ def write(
         queries.record_epoch(session, job_id, token, epoch, stats, LEASE)
 
 
+def running_job(
+    factory: Factory, epochs: int, phases: tuple[str, ...] = EVERY_EPOCH, figures: Any = None
+) -> tuple[str, int]:
+    """A claimed job with ``epochs`` epochs written; loss 1/epoch. Returns (job id, token)."""
+    job_id = new_job(factory)
+    token = claim(factory, job_id)
+    assert token is not None
+    for epoch in range(1, epochs + 1):
+        write(factory, job_id, token, epoch, phases, 1.0 / epoch, figures or classification)
+    return job_id, token
+
+
 def from_rows(factory: Factory, job_id: str, since_epoch: int = 0) -> Arrays:
     """The reference: the rows themselves, read one by one, ordered by epoch then phase."""
     with factory() as session:
@@ -91,11 +103,7 @@ def test_blocks_are_sealed_as_epochs_complete_and_reads_match_the_rows(factory: 
 
 
 def test_a_resumed_attempt_rewriting_sealed_epochs_rebuilds_their_block(factory: Factory) -> None:
-    job_id = new_job(factory)
-    token = claim(factory, job_id)
-    assert token is not None
-    for epoch in range(1, 9):
-        write(factory, job_id, token, epoch, EVERY_EPOCH, 1.0)
+    job_id, _ = running_job(factory, 8)
     expire_lease(factory, job_id)
     token2 = claim(factory, job_id)
     assert token2 is not None
@@ -106,11 +114,7 @@ def test_a_resumed_attempt_rewriting_sealed_epochs_rebuilds_their_block(factory:
 
 
 def test_the_test_row_at_the_best_epoch_lands_in_its_block(factory: Factory) -> None:
-    job_id = new_job(factory)
-    token = claim(factory, job_id)
-    assert token is not None
-    for epoch in range(1, 9):
-        write(factory, job_id, token, epoch, EVERY_EPOCH, 1.0 / epoch)
+    job_id, token = running_job(factory, 8)
     write(factory, job_id, token, 3, ("test",), 0.125)
     got = assert_exact(factory, job_id)
     assert got["phase"][got["epoch"] == 3].tolist() == [0, 1, 2, 3]  # train .. test
@@ -118,21 +122,13 @@ def test_the_test_row_at_the_best_epoch_lands_in_its_block(factory: Factory) -> 
 
 
 def test_regression_statistics_survive_packing(factory: Factory) -> None:
-    job_id = new_job(factory)
-    token = claim(factory, job_id)
-    assert token is not None
-    for epoch in range(1, 6):
-        write(factory, job_id, token, epoch, ("train", "val"), 2.0 / epoch, regression)
+    job_id, _ = running_job(factory, 5, ("train", "val"), regression)
     got = assert_exact(factory, job_id)
     assert np.isnan(got["correct"]).all() and not np.isnan(got["sse"]).any()
 
 
 def test_jobs_stored_before_blocks_existed_read_from_their_rows(factory: Factory) -> None:
-    job_id = new_job(factory)
-    token = claim(factory, job_id)
-    assert token is not None
-    for epoch in range(1, 10):
-        write(factory, job_id, token, epoch, EVERY_EPOCH, 1.0)
+    job_id, _ = running_job(factory, 9)
     with transaction(factory) as session:  # as after migration 0006 on an older database
         session.execute(
             delete(CurveBlock).where(CurveBlock.job_id == job_id, CurveBlock.first_epoch == 1)
@@ -143,11 +139,7 @@ def test_jobs_stored_before_blocks_existed_read_from_their_rows(factory: Factory
 
 
 def test_a_block_holds_only_the_columns_and_dtypes_it_names(factory: Factory) -> None:
-    job_id = new_job(factory)
-    token = claim(factory, job_id)
-    assert token is not None
-    for epoch in range(1, 5):
-        write(factory, job_id, token, epoch, EVERY_EPOCH, 1.0)
+    running_job(factory, 4)
     with factory() as session:
         block = session.execute(select(CurveBlock)).scalars().one()
         layout, rows, data = block.layout, block.rows, block.data
