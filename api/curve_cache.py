@@ -1,4 +1,4 @@
-"""A per-process cache of each job's stored figure columns, extended as epochs arrive.
+"""A per-process cache of each job's stored figure arrays, extended as epochs arrive.
 
 The UI and the SDK read the same job again and again, and a running job's page polls it. So
 the figure arrays of a job are kept (``curve_blocks.Arrays``), and a later read fetches only

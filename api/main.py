@@ -60,9 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         # Submits dry-build the spec on the meta device: its lazy imports are paid here, in the
         # background, not by the first user's POST (1-3 s, bench/RESULTS.md "service overhead").
-        threading.Thread(
-            target=preload_engine, kwargs={"freeze": False}, name="preload", daemon=True
-        ).start()
+        threading.Thread(target=preload_engine, name="preload", daemon=True).start()
         try:
             yield
         finally:

@@ -11,7 +11,6 @@ per-process caches serve every later job (and every forked child) on them."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from typing import Any
@@ -34,7 +33,7 @@ _SHAPES = ((4,), (2, 8), (2, 8, 8))
 BUILTIN_SOURCES = ("sine", "digits", "iris", "wine", "breast_cancer", "diabetes")
 
 
-def preload_engine(freeze: bool = True) -> float:
+def preload_engine() -> float:
     """Probe every layer kind on the meta device and load the small built-in datasets;
     returns the seconds it took."""
     t0 = time.perf_counter()
@@ -57,10 +56,6 @@ def preload_engine(freeze: bool = True) -> float:
                 except Exception:  # a shape this layer does not take: the next one may
                     continue
             break
-    # Objects that exist now live as long as the process: keep the collector off them, so a
-    # forked child's collections do not write to (and so copy) every page it shares.
-    if freeze:
-        gc.freeze()
     seconds = time.perf_counter() - t0
     log.info("engine imports preloaded in %.2f s", seconds)
     return seconds

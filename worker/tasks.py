@@ -54,7 +54,7 @@ def _preload_in_parent(**_: Any) -> None:
     from trainrun.warmup import preload_engine
     from worker.rehearsal import rehearse
 
-    preload_engine(freeze=False)
+    preload_engine()
     state = process_state()
     try:
         log.info("first-epoch statements rehearsed in %.3f s", rehearse(state.factory))

@@ -300,7 +300,7 @@ def test_standardize_scales_split_copies_in_place_and_leaves_other_arrays_alone(
 def test_preload_engine_runs_on_meta_tensors_only() -> None:
     from trainrun.warmup import preload_engine
 
-    assert preload_engine(freeze=False) >= 0
+    assert preload_engine() >= 0
     assert not torch.cuda.is_initialized()
 
 

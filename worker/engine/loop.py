@@ -31,7 +31,6 @@ from worker.engine.data import BatchSource, DeviceSplit, free_device_bytes
 from worker.engine.early_stopping import EarlyStopper
 from worker.engine.metrics import PhaseStats
 from worker.engine.tuning import (
-    PARALLEL_MIN_FLOPS,
     Tuning,
     autocast_dtype,
     compile_forward,
@@ -44,7 +43,7 @@ from worker.engine.tuning import (
     use_rand_dropout,
 )
 
-__all__ = ["PARALLEL_MIN_FLOPS", "configure_cpu_threads", "evaluate", "train"]
+__all__ = ["configure_cpu_threads", "evaluate", "train"]
 
 log = logging.getLogger(__name__)
 Figures = dict[str, dict[str, Any]]  # phase -> stored statistics

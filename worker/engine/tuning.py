@@ -45,7 +45,7 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _layer_flops(module: nn.Module, args: tuple[Any, ...], out: Any) -> int:
+def _layer_flops(module: nn.Module, out: torch.Tensor) -> int:
     """2·multiply-adds of one Linear or Conv layer's forward pass (0 for any other layer)."""
     if isinstance(module, nn.Linear):
         return 2 * out.numel() * module.in_features
@@ -64,7 +64,7 @@ def forward_flops(model: nn.Module, sample: torch.Tensor, batch: int) -> int | N
 
     def count(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
         nonlocal total
-        total += _layer_flops(module, args, out)
+        total += _layer_flops(module, out)
 
     hooks = [m.register_forward_hook(count) for m in model.modules()]
     was_training = model.training
